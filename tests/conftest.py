@@ -1,0 +1,6 @@
+"""Shared pytest configuration: the real-service harness fixtures are registered here."""
+
+from __future__ import annotations
+
+pytest_plugins: list[str] = [
+]
