@@ -12,7 +12,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-T = TypeVar("T")
+# The reader's methods are named after the types they return (env.str, env.int, ...);
+# these aliases keep the builtins usable in annotations inside the class.
+Text = str
+Integer = int
+Number = float
+Flag = bool
+
+T = TypeVar("T", int, float)
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -21,7 +28,7 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 class ConfigError(ValueError):
     """A configuration variable is missing or malformed; the message names it."""
 
-    def __init__(self, name: str, problem: str) -> None:
+    def __init__(self, name: Text, problem: Text) -> None:
         super().__init__(f"{name}: {problem}")
         self.name = name
 
@@ -29,23 +36,23 @@ class ConfigError(ValueError):
 class Env:
     """Reads variables from a mapping (``os.environ`` by default, a dict in tests)."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        self._environ = os.environ if environ is None else environ
+    def __init__(self, environ: Mapping[Text, Text] | None = None) -> None:
+        self._environ: Mapping[Text, Text] = os.environ if environ is None else environ
 
-    def raw(self, name: str) -> str | None:
+    def raw(self, name: Text) -> Text | None:
         value = self._environ.get(name)
         if value is None or value.strip() == "":
             return None
         return value.strip()
 
-    def str(self, name: str, default: str) -> str:
+    def str(self, name: Text, default: Text) -> Text:
         value = self.raw(name)
         return default if value is None else value
 
-    def optional_str(self, name: str) -> str | None:
+    def optional_str(self, name: Text) -> Text | None:
         return self.raw(name)
 
-    def secret(self, name: str) -> str | None:
+    def secret(self, name: Text) -> Text | None:
         """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (Kubernetes/Docker)."""
         direct = self.raw(name)
         file_name = self.raw(f"{name}_FILE")
@@ -61,19 +68,19 @@ class Env:
             raise ConfigError(f"{name}_FILE", f"{file_name!r} is empty")
         return content
 
-    def secret_list(self, name: str) -> tuple[str, ...]:
+    def secret_list(self, name: Text) -> tuple[Text, ...]:
         value = self.secret(name)
         if value is None:
             return ()
         return tuple(item.strip() for item in value.split(",") if item.strip())
 
-    def str_list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def str_list(self, name: Text, default: tuple[Text, ...] = ()) -> tuple[Text, ...]:
         value = self.raw(name)
         if value is None:
             return default
         return tuple(item.strip() for item in value.split(",") if item.strip())
 
-    def bool(self, name: str, default: bool) -> bool:  # noqa: FBT001 - a default, not a flag
+    def bool(self, name: Text, default: Flag) -> Flag:
         value = self.raw(name)
         if value is None:
             return default
@@ -84,34 +91,36 @@ class Env:
             return False
         raise ConfigError(name, f"expected true or false, got {value!r}")
 
-    def int(self, name: str, default: int, *, minimum: int | None = None,
-            maximum: int | None = None) -> int:
-        return self._number(name, default, int, minimum, maximum)
+    def int(self, name: Text, default: Integer, *, minimum: Integer | None = None,
+            maximum: Integer | None = None) -> Integer:
+        return _bounded(name, self.raw(name), default, int, minimum=minimum, maximum=maximum)
 
-    def float(self, name: str, default: float, *, minimum: float | None = None,
-              maximum: float | None = None) -> float:
-        return self._number(name, default, float, minimum, maximum)
+    def float(self, name: Text, default: Number, *, minimum: Number | None = None,
+              maximum: Number | None = None) -> Number:
+        return _bounded(name, self.raw(name), default, float, minimum=minimum, maximum=maximum)
 
-    def port(self, name: str, default: int) -> int:
+    def port(self, name: Text, default: Integer) -> Integer:
         return self.int(name, default, minimum=0, maximum=65535)
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, name: Text, default: Text, choices: tuple[Text, ...]) -> Text:
         value = self.str(name, default)
         if value not in choices:
             raise ConfigError(name, f"expected one of {', '.join(choices)}, got {value!r}")
         return value
 
-    def _number(self, name: str, default: T, parse: Callable[[str], T],
-                minimum: T | None, maximum: T | None) -> T:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            number = parse(value)
-        except ValueError:
-            raise ConfigError(name, f"expected a number, got {value!r}") from None
-        if minimum is not None and number < minimum:  # type: ignore[operator]
-            raise ConfigError(name, f"must be at least {minimum}, got {value}")
-        if maximum is not None and number > maximum:  # type: ignore[operator]
-            raise ConfigError(name, f"must be at most {maximum}, got {value}")
-        return number
+
+def _bounded(name: Text, value: Text | None, default: T, parse: Callable[[Text], T],
+             *, minimum: T | None, maximum: T | None) -> T:
+    if value is None:
+        return default
+    try:
+        number = parse(value)
+    except ValueError:
+        raise ConfigError(name, f"expected a number, got {value!r}") from None
+    if number != number:  # noqa: PLR0124 - NaN is never a valid setting
+        raise ConfigError(name, f"expected a number, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(name, f"must be at most {maximum}, got {value}")
+    return number

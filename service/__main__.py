@@ -1,0 +1,68 @@
+"""Command line: ``python -m service <command>``.
+
+Commands: ``gateway``, ``archiver``, ``metrics``, ``dev`` (the whole local stack
+on an embedded broker), ``topics ensure``, ``sign-url``. Configuration comes
+from environment variables only; a bad one stops start-up with its name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+
+from service.config.env import ConfigError, Env
+
+
+def _gateway(_: argparse.Namespace) -> int:
+    from service.config.gateway import GatewayConfig
+    from service.edge.main import run_gateway
+    from service.observability.logging import configure_logging
+
+    config = GatewayConfig.from_env()
+    configure_logging(config.log_level, process="gateway")
+    asyncio.run(run_gateway(config))
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from service.config.gateway import read_log_level
+    from service.config.kafka import KafkaSettings
+    from service.kafka.topics import ensure_topics, project_topics
+    from service.observability.logging import configure_logging
+
+    env = Env()
+    configure_logging(read_log_level(env), process="topics")
+    settings = KafkaSettings.from_env(env, client_id="music-topics")
+    if args.action == "ensure":
+        asyncio.run(ensure_topics(settings, project_topics(env)))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "gateway": _gateway,
+    "topics": _topics,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("gateway", help="serve provider callbacks and publish them to Kafka")
+    topics = sub.add_parser("topics", help="manage the project's Kafka topics")
+    topics.add_argument("action", choices=["ensure"], help="create missing topics")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Gateway settings, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, tzinfo
+from typing import Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from service.config.env import ConfigError, Env
+from service.config.kafka import COMPRESSION_TYPES, KafkaSettings
+
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    events: str = "music.callbacks.v1"
+    rejected: str = "music.callbacks.rejected.v1"
+    archived: str = "music.audio.archived.v1"
+    archive_failed: str = "music.audio.archive-failed.v1"
+
+    @classmethod
+    def from_env(cls, env: Env) -> TopicNames:
+        defaults = cls()
+        return cls(
+            events=env.str("EVENTS_TOPIC", defaults.events),
+            rejected=env.str("REJECTED_TOPIC", defaults.rejected),
+            archived=env.str("ARCHIVED_TOPIC", defaults.archived),
+            archive_failed=env.str("ARCHIVE_DLQ_TOPIC", defaults.archive_failed),
+        )
+
+
+def read_log_level(env: Env) -> str:
+    return env.choice("LOG_LEVEL", "INFO", LOG_LEVELS)
+
+
+def read_timezone(env: Env, name: str) -> tzinfo:
+    zone = env.str(name, "UTC")
+    try:
+        return ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(name, f"unknown IANA time zone {zone!r}") from None
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    kafka: KafkaSettings
+    topics: TopicNames
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    admin_host: str = "0.0.0.0"
+    admin_port: int = 8081
+    enable_idempotence: bool = True
+    compression_type: str = "gzip"
+    max_body_bytes: int = 256 * 1024
+    publish_timeout_seconds: float = 5.0
+    provider_timezone: tzinfo = UTC
+    event_source: str = "/callbacks/extend-music"
+    log_level: str = "INFO"
+    shutdown_timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> GatewayConfig:
+        env = env or Env()
+        publish_timeout = env.float("PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=14.0)
+        return cls(
+            kafka=KafkaSettings.from_env(env, client_id="music-gateway"),
+            topics=TopicNames.from_env(env),
+            http_host=env.str("HTTP_HOST", "0.0.0.0"),
+            http_port=env.port("HTTP_PORT", 8080),
+            admin_host=env.str("ADMIN_HOST", "0.0.0.0"),
+            admin_port=env.port("ADMIN_PORT", 8081),
+            enable_idempotence=env.bool("KAFKA_ENABLE_IDEMPOTENCE", default=True),
+            compression_type=env.choice("KAFKA_COMPRESSION_TYPE", "gzip", COMPRESSION_TYPES),
+            max_body_bytes=env.int("MAX_BODY_BYTES", 256 * 1024, minimum=1024,
+                                   maximum=16 * 1024 * 1024),
+            publish_timeout_seconds=publish_timeout,
+            provider_timezone=read_timezone(env, "PROVIDER_TIMEZONE"),
+            event_source=env.str("EVENT_SOURCE", "/callbacks/extend-music"),
+            log_level=read_log_level(env),
+            shutdown_timeout_seconds=env.float("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
+        )

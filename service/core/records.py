@@ -1,0 +1,71 @@
+"""Kafka record values and headers for the gateway's two topics (pure).
+
+Events follow the CloudEvents 1.0 Kafka protocol binding in binary content
+mode: the envelope travels in ``ce_*`` headers, the value is the event data.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any, Final
+
+from service.core.model import CallbackEvent, Rejection
+from service.core.timefmt import rfc3339
+
+Headers = list[tuple[str, bytes]]
+
+CE_SPECVERSION: Final = "1.0"
+JSON_CONTENT_TYPE: Final = b"application/json"
+
+
+def event_type(kind: str, stage: str) -> str:
+    return f"music.callback.{kind}.{stage}"
+
+
+def cloudevent_headers(
+    event: CallbackEvent, *, source: str, dataschema: str, kind: str,
+) -> Headers:
+    return [
+        ("ce_specversion", CE_SPECVERSION.encode()),
+        ("ce_id", event.event_id.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", event_type(kind, event.stage).encode()),
+        ("ce_time", rfc3339(event.received_at).encode()),
+        ("ce_subject", event.task_id.encode()),
+        ("ce_dataschema", dataschema.encode()),
+        ("content-type", JSON_CONTENT_TYPE),
+    ]
+
+
+def rejected_value(
+    rejection: Rejection,
+    body: bytes,
+    *,
+    received_at: datetime,
+    content_type: str | None,
+    source: str,
+) -> dict[str, Any]:
+    """The rejected-topic value: reason, errors, and the body kept byte for byte."""
+    try:
+        text, encoding = body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(body).decode("ascii"), "base64"
+    return {
+        "reason": rejection.reason,
+        "errors": [error.as_dict() for error in rejection.errors],
+        "received_at": rfc3339(received_at),
+        "content_type": content_type,
+        "task_id": rejection.task_id,
+        "source": source,
+        "encoding": encoding,
+        "body": text,
+    }
+
+
+def body_from_rejected(value: dict[str, Any]) -> bytes:
+    """The exact bytes that were received, for replay after a fix."""
+    body: str = value["body"]
+    if value.get("encoding") == "base64":
+        return base64.b64decode(body, validate=True)
+    return body.encode("utf-8")

@@ -1,0 +1,60 @@
+"""Time parsing and RFC 3339 formatting (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, tzinfo
+from typing import Final
+
+# Epoch values below this are read as seconds, above as milliseconds: 1e11 seconds
+# is the year 5138, 1e11 milliseconds is 1973, so the two ranges cannot be confused
+# for any plausible creation time.
+_MILLIS_THRESHOLD: Final = 100_000_000_000
+_PROVIDER_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
+
+
+def rfc3339(moment: datetime) -> str:
+    """``2025-01-01T00:00:00.123456Z``: UTC, microseconds only when non-zero."""
+    utc = moment.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
+
+
+def parse_create_time(value: object, provider_tz: tzinfo) -> str | None:
+    """The provider's ``createTime`` in any known form, as RFC 3339 UTC, or None.
+
+    Known forms: ``"2025-01-01 00:00:00"`` (no zone: read in the provider's zone),
+    an integer of epoch milliseconds (what real callbacks carry), the same as a
+    digit string, and ISO 8601 with or without a zone. Anything else is None:
+    a bad timestamp is not a reason to lose a callback.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return _from_epoch(float(value))
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return _from_epoch(float(text))
+    try:
+        parsed = datetime.strptime(text, _PROVIDER_FORMAT)  # noqa: DTZ007 - zone applied below
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=provider_tz)
+    return rfc3339(parsed)
+
+
+def _from_epoch(number: float) -> str | None:
+    seconds = number / 1000 if number >= _MILLIS_THRESHOLD else number
+    try:
+        return rfc3339(datetime.fromtimestamp(seconds, tz=UTC))
+    except (OverflowError, OSError, ValueError):
+        return None

@@ -1,0 +1,78 @@
+"""``create_app(config)``: the gateway's public callback application.
+
+Typed ``web.AppKey``s hold the clients; each client has one ``cleanup_ctx``
+that starts it and, on shutdown, flushes and closes it. Handlers stay thin:
+they read the request and hand the bytes to ``CallbackIngest``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from service.config.gateway import GatewayConfig
+from service.config.kafka import max_record_bytes
+from service.contracts.codec import SchemaCodec
+from service.edge.http import make_request_middleware, read_body
+from service.edge.ingest import CallbackIngest
+from service.edge.metrics import GatewayMetrics
+from service.kafka.producer import KafkaPublisher, ProducerOptions
+
+CONFIG_KEY: Final = web.AppKey("config", GatewayConfig)
+PUBLISHER_KEY: Final = web.AppKey("publisher", KafkaPublisher)
+INGEST_KEY: Final = web.AppKey("ingest", CallbackIngest)
+METRICS_KEY: Final = web.AppKey("metrics", GatewayMetrics)
+
+CALLBACK_PATH: Final = "/callbacks/extend-music"
+
+
+async def extend_music_callback(request: web.Request) -> web.Response:
+    config = request.app[CONFIG_KEY]
+    ingest = request.app[INGEST_KEY]
+    body = await read_body(request, config.max_body_bytes)
+    outcome = await ingest.accept(body, ingest.decode(body), content_type=request.content_type)
+    return web.json_response(outcome.body, status=outcome.status, headers=outcome.headers)
+
+
+async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
+    publisher = app[PUBLISHER_KEY]
+    await publisher.start()
+    yield
+    await publisher.stop()  # flushes buffered records before closing
+
+
+def build_publisher(config: GatewayConfig) -> KafkaPublisher:
+    return KafkaPublisher(
+        config.kafka,
+        ProducerOptions(
+            enable_idempotence=config.enable_idempotence,
+            compression_type=config.compression_type,
+            max_request_size=max_record_bytes(config.max_body_bytes),
+        ),
+    )
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    registry: CollectorRegistry | None = None,
+    codec: SchemaCodec | None = None,
+) -> web.Application:
+    metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
+    publisher = build_publisher(config)
+    app = web.Application(
+        middlewares=[make_request_middleware(metrics)],
+        client_max_size=config.max_body_bytes + 1,
+    )
+    app[CONFIG_KEY] = config
+    app[METRICS_KEY] = metrics
+    app[PUBLISHER_KEY] = publisher
+    app[INGEST_KEY] = CallbackIngest(
+        config=config, codec=codec or SchemaCodec.load(), publisher=publisher, metrics=metrics,
+    )
+    app.cleanup_ctx.append(_publisher_ctx)
+    app.router.add_post(CALLBACK_PATH, extend_music_callback)
+    return app

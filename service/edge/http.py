@@ -1,0 +1,116 @@
+"""aiohttp plumbing for the callback port: JSON errors, request context, bounded bodies."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import structlog
+from aiohttp import web
+
+from service.edge.metrics import GatewayMetrics
+
+log = structlog.get_logger("service.edge.request")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_REQUEST_ID_HEADER: Final = "X-Request-Id"
+_CHUNK: Final = 64 * 1024
+
+_HTTP_REASONS: Final = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class BodyTooLargeError(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body larger than {limit} bytes")
+        self.limit = limit
+
+
+def json_error(
+    status: int, reason: str, message: str, *, headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    return web.json_response(
+        {"error": reason, "message": message, **extra}, status=status, headers=headers,
+    )
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; refuse early on a larger Content-Length."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLargeError(limit)
+    buffer = bytearray()
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        buffer += chunk
+        if len(buffer) > limit:
+            raise BodyTooLargeError(limit)
+    return bytes(buffer)
+
+
+def _request_id(request: web.Request) -> str:
+    supplied = request.headers.get(_REQUEST_ID_HEADER, "")
+    if 0 < len(supplied) <= 64 and supplied.replace("-", "").isalnum():
+        return supplied
+    return uuid.uuid4().hex
+
+
+def make_request_middleware(metrics: GatewayMetrics) -> Any:
+    """One canonical log line per request, request metrics and JSON for every error."""
+
+    @web.middleware
+    async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = _request_id(request)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        route = request.match_info.route.resource.canonical if (
+            request.match_info.route.resource is not None) else "unmatched"
+        started = time.perf_counter()
+        metrics.in_flight.inc()
+        try:
+            response = await _json_errors(request, handler)
+        finally:
+            metrics.in_flight.dec()
+        elapsed = time.perf_counter() - started
+        response.headers[_REQUEST_ID_HEADER] = request_id
+        metrics.requests.labels(route, str(response.status)).inc()
+        metrics.request_duration.labels(route).observe(elapsed)
+        # Path only: the query may carry a secret token and is never logged.
+        log.info(
+            "request", method=request.method, path=request.path, status=response.status,
+            duration_ms=round(elapsed * 1000, 3), peer=request.remote,
+            body_bytes=request.content_length,
+        )
+        return response
+
+    return request_context
+
+
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BodyTooLargeError as exc:
+        return json_error(413, "body_too_large", f"the body exceeds {exc.limit} bytes",
+                          limit=exc.limit)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return json_error(exc.status, _HTTP_REASONS.get(exc.status, "http_error"),
+                          exc.reason, headers=headers)
+    except Exception:
+        log.exception("unhandled_error")
+        return json_error(500, "internal_error", "unexpected error; nothing was published")

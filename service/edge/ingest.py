@@ -1,0 +1,149 @@
+"""Callback ingestion: decode → normalize → publish, answering only after the broker acks.
+
+This is the application service behind the HTTP handler. It knows nothing of
+aiohttp: it takes the body bytes and returns an ``Outcome`` (status + JSON body),
+so it is easy to test and the handler stays thin.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+
+from service.config.gateway import GatewayConfig
+from service.contracts.codec import EVENT_V1, SchemaCodec
+from service.core.model import KIND_EXTEND_MUSIC, CallbackEvent, Decoded, Rejection
+from service.core.normalize import decode, normalize
+from service.core.records import cloudevent_headers, rejected_value
+from service.edge.metrics import GatewayMetrics
+from service.kafka.producer import Headers, KafkaPublisher, PublishError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CallbackIngest:
+    def __init__(
+        self,
+        *,
+        config: GatewayConfig,
+        codec: SchemaCodec,
+        publisher: KafkaPublisher,
+        metrics: GatewayMetrics,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._config = config
+        self._codec = codec
+        self._publisher = publisher
+        self._metrics = metrics
+        self._clock = clock
+        self._dataschema = codec.schema_id(EVENT_V1)
+        self._retry_after = str(max(1, math.ceil(config.publish_timeout_seconds)))
+
+    def decode(self, body: bytes) -> Decoded | Rejection:
+        return decode(body)
+
+    async def accept(
+        self,
+        body: bytes,
+        decoded: Decoded | Rejection,
+        *,
+        content_type: str | None,
+        task_ref: str | None = None,
+    ) -> Outcome:
+        """Publish a verified body: as an event when valid, else on the rejected topic."""
+        received_at = self._clock()
+        result: CallbackEvent | Rejection
+        if isinstance(decoded, Rejection):
+            result = decoded
+        else:
+            result = normalize(
+                decoded, body, received_at=received_at, codec=self._codec,
+                provider_tz=self._config.provider_timezone, task_ref=task_ref,
+            )
+        if isinstance(result, Rejection):
+            return await self._reject(result, body, received_at, content_type)
+        return await self._publish_event(result)
+
+    async def _publish_event(self, event: CallbackEvent) -> Outcome:
+        structlog.contextvars.bind_contextvars(
+            task_id=event.task_id, event_id=event.event_id, stage=event.stage,
+        )
+        headers = cloudevent_headers(
+            event, source=self._config.event_source, dataschema=self._dataschema,
+            kind=KIND_EXTEND_MUSIC,
+        )
+        failure = await self._send(
+            "events", self._config.topics.events, key=event.task_id.encode(),
+            value=orjson.dumps(event.data), headers=headers,
+        )
+        if failure is not None:
+            return failure
+        self._metrics.events.labels(event.stage).inc()
+        return Outcome(200, {"status": "received", "event_id": event.event_id})
+
+    async def _reject(
+        self, rejection: Rejection, body: bytes, received_at: datetime, content_type: str | None,
+    ) -> Outcome:
+        structlog.contextvars.bind_contextvars(
+            task_id=rejection.task_id, reason=rejection.reason,
+            error_paths=[error.path for error in rejection.errors][:5],
+        )
+        value = rejected_value(
+            rejection, body, received_at=received_at, content_type=content_type,
+            source=self._config.event_source,
+        )
+        failure = await self._send(
+            "rejected", self._config.topics.rejected,
+            key=rejection.task_id.encode() if rejection.task_id else None,
+            value=orjson.dumps(value),
+            headers=[("content-type", b"application/json"),
+                     ("reason", rejection.reason.encode())],
+        )
+        if failure is not None:
+            return failure
+        self._metrics.rejections.labels(rejection.reason).inc()
+        return Outcome(400, {
+            "error": rejection.reason,
+            "message": "the callback was not accepted; it is kept on the rejected topic",
+            "errors": value["errors"],
+            "kept": True,
+        })
+
+    async def _send(
+        self, role: str, topic: str, *, key: bytes | None, value: bytes, headers: Headers,
+    ) -> Outcome | None:
+        started = time.perf_counter()
+        try:
+            await self._publisher.publish(
+                topic, key=key, value=value, headers=headers,
+                deadline=self._config.publish_timeout_seconds,
+            )
+        except PublishError as exc:
+            self._metrics.publish_failures.labels(role, exc.reason).inc()
+            structlog.contextvars.bind_contextvars(publish_error=exc.reason)
+            return Outcome(
+                503,
+                {"error": exc.reason,
+                 "message": "the broker did not acknowledge the callback; retry later"},
+                {"Retry-After": self._retry_after},
+            )
+        self._metrics.publish_duration.labels(role).observe(time.perf_counter() - started)
+        return None

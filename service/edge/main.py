@@ -1,0 +1,32 @@
+"""``python -m service gateway``: the callback port and the admin port in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from service.config.gateway import GatewayConfig
+from service.edge.app import PUBLISHER_KEY, create_app
+from service.observability.admin import create_admin_app
+from service.runtime import Listener, ShutdownFlag, serve
+
+
+async def run_gateway(config: GatewayConfig) -> None:
+    registry = CollectorRegistry()
+    app = create_app(config, registry=registry)
+    shutdown = ShutdownFlag()
+    shutdown.install()
+
+    async def readiness() -> str | None:
+        if shutdown.is_set:
+            return "shutting_down"
+        return await app[PUBLISHER_KEY].check()
+
+    await serve(
+        [
+            Listener(app, config.http_host, config.http_port, "callbacks"),
+            Listener(create_admin_app(registry, readiness), config.admin_host,
+                     config.admin_port, "admin"),
+        ],
+        shutdown=shutdown,
+        shutdown_timeout=config.shutdown_timeout_seconds,
+    )

@@ -1,0 +1,144 @@
+"""The producer adapter: a record counts as published only once the broker acks it.
+
+The producer connects in the background with backoff, so a process starts
+(and answers 503 with Retry-After) while the broker is still unreachable
+instead of crash-looping. ``publish`` is bounded by a deadline: a record the
+broker has not acknowledged in time is reported as a failure, never as success.
+If it is delivered later anyway, the sender's retry produces the same event id,
+which consumers deduplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from service.config.kafka import KafkaSettings
+
+log = structlog.get_logger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+_RECONNECT_MIN: Final = 0.5
+_RECONNECT_MAX: Final = 10.0
+
+
+class PublishError(Exception):
+    """The broker did not acknowledge the record; ``reason`` is machine-readable."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ProducerOptions:
+    enable_idempotence: bool = True
+    compression_type: str | None = "gzip"
+    max_request_size: int = 1024 * 1024
+    linger_ms: int = 0
+    request_timeout_ms: int = 30_000
+
+
+class KafkaPublisher:
+    def __init__(self, settings: KafkaSettings, options: ProducerOptions) -> None:
+        self._settings = settings
+        self._options = options
+        self._producer: AIOKafkaProducer | None = None
+        self._connect_task: asyncio.Task[None] | None = None
+        self._last_error: str | None = "not_started"
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    async def start(self) -> None:
+        """Begin connecting in the background; returns at once."""
+        self._connect_task = asyncio.create_task(self._connect_loop(), name="kafka-connect")
+
+    async def wait_connected(self, deadline: float) -> bool:
+        if self._connect_task is None:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._connect_task), deadline)
+        return self.connected
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        options = self._options
+        compression = options.compression_type
+        if compression == "none":
+            compression = None
+        return AIOKafkaProducer(
+            **self._settings.client_kwargs(),
+            acks="all",
+            enable_idempotence=options.enable_idempotence,
+            compression_type=compression,
+            max_request_size=options.max_request_size,
+            linger_ms=options.linger_ms,
+            request_timeout_ms=options.request_timeout_ms,
+        )
+
+    async def _connect_loop(self) -> None:
+        delay = _RECONNECT_MIN
+        while True:
+            producer = self._new_producer()
+            try:
+                await producer.start()
+            except (KafkaError, OSError) as exc:
+                self._last_error = "broker_unreachable"
+                log.warning("kafka_connect_failed", error=type(exc).__name__, retry_in_s=delay)
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+                delay = min(delay * 2, _RECONNECT_MAX)
+                continue
+            self._producer = producer
+            self._last_error = None
+            log.info("kafka_connected", bootstrap=self._settings.bootstrap_servers)
+            return
+
+    async def publish(
+        self, topic: str, *, key: bytes | None, value: bytes, headers: Headers, deadline: float,
+    ) -> Any:
+        """Send and wait for the acknowledgement (acks=all); raise PublishError otherwise."""
+        producer = self._producer
+        if producer is None:
+            raise PublishError("broker_unavailable", self._last_error or "not connected")
+        try:
+            async with asyncio.timeout(deadline):
+                return await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+        except TimeoutError:
+            raise PublishError(
+                "publish_timeout", f"no acknowledgement within {deadline}s",
+            ) from None
+        except KafkaError as exc:
+            raise PublishError("publish_failed", type(exc).__name__) from exc
+
+    async def check(self, deadline: float = 2.0) -> str | None:
+        """Readiness: None when connected and the cluster answers a metadata request."""
+        producer = self._producer
+        if producer is None:
+            return self._last_error or "not_connected"
+        try:
+            async with asyncio.timeout(deadline):
+                ok = await producer.client.fetch_all_metadata()
+        except (TimeoutError, KafkaError, OSError):
+            return "broker_unreachable"
+        return None if ok is not None else "broker_unreachable"
+
+    async def stop(self) -> None:
+        """Flush what is buffered and close; safe to call when never connected."""
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connect_task
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()

@@ -1,0 +1,70 @@
+"""``python -m service topics ensure``: create missing topics, never fail on existing ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from service.config.env import Env
+from service.config.gateway import TopicNames
+from service.config.kafka import KafkaSettings, max_record_bytes
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def project_topics(env: Env) -> list[TopicSpec]:
+    """Every topic the project writes, with sizes that fit the largest accepted body."""
+    topics = TopicNames.from_env(env)
+    partitions = env.int("TOPIC_PARTITIONS", 6, minimum=1, maximum=10_000)
+    replication = env.int("TOPIC_REPLICATION_FACTOR", 1, minimum=1, maximum=32)
+    max_body = env.int("MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
+    big = {"max.message.bytes": str(max_record_bytes(max_body))}
+    min_isr = env.optional_str("TOPIC_MIN_INSYNC_REPLICAS")
+    if min_isr is not None:
+        big["min.insync.replicas"] = str(env.int("TOPIC_MIN_INSYNC_REPLICAS", 1, minimum=1))
+    small = {k: v for k, v in big.items() if k != "max.message.bytes"}
+    return [
+        TopicSpec(topics.events, partitions, replication, dict(big)),
+        TopicSpec(topics.rejected, partitions, replication, dict(big)),
+        TopicSpec(topics.archived, partitions, replication, small),
+        TopicSpec(topics.archive_failed, partitions, replication, small),
+    ]
+
+
+async def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(**settings.client_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in specs if spec.name not in existing]
+        created: list[str] = []
+        for spec in missing:
+            response = await admin.create_topics([
+                NewTopic(spec.name, spec.partitions, spec.replication_factor,
+                         topic_configs=spec.config),
+            ])
+            # The response carries per-topic error codes instead of raising.
+            code = next((entry[1] for entry in response.topic_errors if entry[0] == spec.name), 0)
+            if code == TopicAlreadyExistsError.errno:
+                continue  # created concurrently by another process: that is fine
+            if code != 0:
+                error = for_code(code)
+                raise error(f"cannot create topic {spec.name!r}")
+            created.append(spec.name)
+        log.info("topics_ensured", created=created,
+                 existing=sorted(existing & {s.name for s in specs}))
+        return created
+    finally:
+        await admin.close()

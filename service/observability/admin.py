@@ -1,0 +1,51 @@
+"""The admin listener every process serves on its own ADMIN_PORT.
+
+``/healthz`` says the process is alive, ``/readyz`` asks the process's own
+readiness check (its clients are started and reachable), ``/metrics`` renders
+the process's Prometheus registry. Kept off the public callback port so the
+callback host never exposes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Returns None when ready, else a short machine-readable reason.
+ReadinessCheck = Callable[[], Awaitable[str | None]]
+
+READINESS_KEY: Final[web.AppKey[ReadinessCheck]] = web.AppKey("readiness")
+REGISTRY_KEY: Final = web.AppKey("registry", CollectorRegistry)
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    reason = await request.app[READINESS_KEY]()
+    if reason is None:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "not_ready", "reason": reason}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[REGISTRY_KEY])
+    response = web.Response(body=body)
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    response.charset = "utf-8"
+    return response
+
+
+def create_admin_app(registry: CollectorRegistry, readiness: ReadinessCheck) -> web.Application:
+    app = web.Application()
+    app[REGISTRY_KEY] = registry
+    app[READINESS_KEY] = readiness
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
