@@ -118,7 +118,7 @@ def normalize(
             (SchemaError("/data/callbackType", f"unknown callback type {callback_type[:40]!r}"),),
             task_id,
         )
-    code: int = document["code"]
+    code = int(document["code"])  # an integral float (200.0) is written as an integer
     stage: Stage = "error" if mapped == "error" or code != 200 else mapped
     event_id = event_id_for(task_id, stage, body)
     tracks = [_track(item, provider_tz) for item in (data.get("data") or [])]
