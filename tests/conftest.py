@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 pytest_plugins: list[str] = [
+    "tests.harness.s3_fixtures",
     "tests.harness.kafka_fixtures",
 ]

@@ -1,0 +1,138 @@
+"""Object storage on a local (or mounted) directory.
+
+Layout: the object at ``<root>/<key>`` and its metadata in the sidecar
+``<root>/<key>.json``. Both are written atomically (temporary file in the same
+directory, ``fsync``, ``rename``, ``fsync`` of the directory). ``put_file`` first removes
+an existing sidecar, then writes the object, then the sidecar: a crash at any point
+leaves either the old complete pair, or an object without sidecar, which ``stat``
+reports as absent so the next attempt rewrites it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from service.storage.base import SIDECAR_SUFFIX, ObjectMetadata, StorageError, validate_key
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+_COPY_BUFFER = 1024 * 1024
+_SIDECAR_FORMAT = 1
+
+
+class FilesystemStore:
+    """An :class:`~service.storage.base.ObjectStore` rooted at an absolute directory."""
+
+    def __init__(self, root: Path) -> None:
+        if not root.is_absolute():
+            raise ValueError(f"filesystem store root must be absolute, got {str(root)!r}")
+        self.root = root
+
+    def _object_path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key).split("/"))
+
+    @staticmethod
+    def _sidecar_path(object_path: Path) -> Path:
+        return object_path.with_name(object_path.name + SIDECAR_SUFFIX)
+
+    def uri(self, key: str) -> str:
+        return self._object_path(key).as_uri()
+
+    async def stat(self, key: str) -> ObjectMetadata | None:
+        path = self._object_path(key)
+        try:
+            return await asyncio.to_thread(self._stat_sync, path)
+        except OSError as exc:
+            raise StorageError(f"cannot stat {self.uri(key)}: {exc}") from exc
+
+    def _stat_sync(self, path: Path) -> ObjectMetadata | None:
+        try:
+            raw = self._sidecar_path(path).read_bytes()
+            size = path.stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                return None
+            metadata = ObjectMetadata.from_json(data)
+        except ValueError:  # torn by hand or another program: absent, so it is rewritten
+            return None
+        return metadata if metadata.size == size else None
+
+    async def put_file(self, key: str, path: Path, metadata: ObjectMetadata) -> None:
+        target = self._object_path(key)
+        try:
+            await asyncio.to_thread(self._put_sync, target, path, metadata)
+        except OSError as exc:
+            raise StorageError(f"cannot write {target.as_uri()}: {exc}") from exc
+
+    def _put_sync(self, target: Path, source: Path, metadata: ObjectMetadata) -> None:
+        with source.open("rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            if size != metadata.size:
+                raise ValueError(f"metadata.size is {metadata.size} but {source} has "
+                                 f"{size} bytes")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            sidecar = self._sidecar_path(target)
+            # An old sidecar must not describe the new object while it is being replaced.
+            with contextlib.suppress(FileNotFoundError):
+                sidecar.unlink()
+                _fsync_directory(target.parent)
+            _write_atomically(target, lambda dst: shutil.copyfileobj(src, dst, _COPY_BUFFER))
+        document = {"format": _SIDECAR_FORMAT, **metadata.to_json()}
+        encoded = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+        _write_atomically(sidecar, lambda dst: dst.write(encoded))
+
+    async def check(self) -> None:
+        try:
+            await asyncio.to_thread(self._check_sync)
+        except OSError as exc:
+            raise StorageError(f"archive directory {self.root} is not usable: {exc}") from exc
+
+    def _check_sync(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self.root) as probe:  # O_TMPFILE where available
+            probe.write(b"ok")
+
+    async def close(self) -> None:
+        return None
+
+
+def _write_atomically(target: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write via a temporary file beside ``target``, fsync it, rename it over ``target``."""
+    while True:
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:  # pragma: no cover - 64 random bits collided
+            continue
+        break
+    try:
+        with os.fdopen(fd, "wb") as dst:
+            write(dst)
+            dst.flush()
+            os.fsync(dst.fileno())
+        temporary.replace(target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,248 @@
+"""FilesystemStore: atomic object + sidecar writes, stat semantics, key validation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import pytest
+
+from service.config.env import ConfigError, Env
+from service.storage import filesystem as filesystem_module
+from service.storage.base import ObjectMetadata, ObjectStore, StorageError, validate_key
+from service.storage.factory import open_store
+from service.storage.filesystem import FilesystemStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+TITLE = "Ünïcødé 🎵 — «Song» 日本語 100% a/b"
+
+
+def _file(tmp_path: Path, content: bytes, name: str = "source.bin") -> Path:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+def _metadata(content: bytes, *, title: str | None = TITLE,
+              duration: float | None = 187.25) -> ObjectMetadata:
+    return ObjectMetadata(content_type="audio/mpeg", size=len(content),
+                          sha256=hashlib.sha256(content).hexdigest(),
+                          source_url="https://cdn.example.test/a.mp3?x=1&y=%C3%A4",
+                          title=title, duration_seconds=duration)
+
+
+def _all_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FilesystemStore:
+    return FilesystemStore(tmp_path / "archive")
+
+
+async def test_put_then_stat_roundtrips_metadata_and_content(store: FilesystemStore,
+                                                             tmp_path: Path) -> None:
+    content = os.urandom(3000)
+    metadata = _metadata(content)
+    key = "pre/task%2F1/track-1/audio"
+    assert await store.stat(key) is None
+    await store.put_file(key, _file(tmp_path, content), metadata)
+
+    assert await store.stat(key) == metadata
+    object_path = store.root / "pre" / "task%2F1" / "track-1" / "audio"
+    assert object_path.read_bytes() == content
+    sidecar = json.loads((object_path.parent / "audio.json").read_text(encoding="utf-8"))
+    assert sidecar["title"] == TITLE
+    assert sidecar["sha256"] == metadata.sha256
+    # Nothing else: no temporary files left behind.
+    assert _all_files(store.root) == ["pre/task%2F1/track-1/audio",
+                                      "pre/task%2F1/track-1/audio.json"]
+    assert store.uri(key) == object_path.as_uri()
+    assert store.uri(key).startswith("file:///")
+
+
+async def test_optional_fields_and_overwrite(store: FilesystemStore, tmp_path: Path) -> None:
+    first = b"first version"
+    await store.put_file("k/audio", _file(tmp_path, first), _metadata(first))
+    second = b"the second, longer version"
+    replacement = _metadata(second, title=None, duration=None)
+    await store.put_file("k/audio", _file(tmp_path, second, "other.bin"), replacement)
+    assert await store.stat("k/audio") == replacement
+    assert (store.root / "k" / "audio").read_bytes() == second
+    assert _all_files(store.root) == ["k/audio", "k/audio.json"]
+
+
+async def test_object_without_sidecar_is_absent(store: FilesystemStore,
+                                                tmp_path: Path) -> None:
+    content = b"abc"
+    await store.put_file("a/b", _file(tmp_path, content), _metadata(content))
+    (store.root / "a" / "b.json").unlink()
+    assert await store.stat("a/b") is None
+    # ...and a sidecar without its object is absent too.
+    await store.put_file("a/b", _file(tmp_path, content), _metadata(content))
+    (store.root / "a" / "b").unlink()
+    assert await store.stat("a/b") is None
+
+
+async def test_sidecar_not_matching_the_object_is_absent(store: FilesystemStore,
+                                                         tmp_path: Path) -> None:
+    content = b"abcdef"
+    await store.put_file("a/b", _file(tmp_path, content), _metadata(content))
+    (store.root / "a" / "b").write_bytes(b"abc")  # size no longer matches
+    assert await store.stat("a/b") is None
+    (store.root / "a" / "b").write_bytes(content)
+    (store.root / "a" / "b.json").write_text("{not json", encoding="utf-8")
+    assert await store.stat("a/b") is None
+
+
+async def test_crash_while_writing_object_leaves_nothing_visible(
+        store: FilesystemStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = b"old content"
+    await store.put_file("x/audio", _file(tmp_path, old), _metadata(old))
+    real_fsync = os.fsync
+    calls = 0
+
+    def failing_fsync(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # 1: directory after removing the old sidecar; 2: the new object
+            raise OSError(5, "simulated I/O error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    new = b"new content that never lands"
+    with pytest.raises(StorageError, match="simulated I/O error"):
+        await store.put_file("x/audio", _file(tmp_path, new, "new.bin"), _metadata(new))
+    monkeypatch.setattr(os, "fsync", real_fsync)
+
+    # The final name still holds the complete old bytes, no temp file is left, and since
+    # the old sidecar was removed first, the key reads as absent (so it is rewritten).
+    assert (store.root / "x" / "audio").read_bytes() == old
+    assert _all_files(store.root) == ["x/audio"]
+    assert await store.stat("x/audio") is None
+    await store.put_file("x/audio", _file(tmp_path, new, "new.bin"), _metadata(new))
+    assert await store.stat("x/audio") == _metadata(new)
+
+
+async def test_crash_between_object_and_sidecar_reads_as_absent(
+        store: FilesystemStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real: Callable[..., None] = filesystem_module._write_atomically
+
+    def write_object_only(target: Path, write: Callable[..., object]) -> None:
+        if target.name.endswith(".json"):
+            raise OSError(28, "No space left on device")
+        real(target, write)
+
+    monkeypatch.setattr(filesystem_module, "_write_atomically", write_object_only)
+    content = b"payload"
+    with pytest.raises(StorageError, match="No space left"):
+        await store.put_file("t/audio", _file(tmp_path, content), _metadata(content))
+    assert await store.stat("t/audio") is None
+    monkeypatch.setattr(filesystem_module, "_write_atomically", real)
+    await store.put_file("t/audio", _file(tmp_path, content), _metadata(content))
+    assert await store.stat("t/audio") == _metadata(content)
+
+
+async def test_large_file_is_copied_in_chunks(store: FilesystemStore, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    content = os.urandom(5 * 1024 * 1024 + 17)
+    source = _file(tmp_path, content)
+    largest_write = 0
+    real_copy = shutil.copyfileobj
+
+    def spying_copy(src: IO[bytes], dst: IO[bytes], length: int = 0) -> None:
+        nonlocal largest_write
+        largest_write = length
+        real_copy(src, dst, length)
+
+    monkeypatch.setattr(shutil, "copyfileobj", spying_copy)
+    await store.put_file("big/audio", source, _metadata(content))
+    assert 0 < largest_write <= 1024 * 1024
+    assert hashlib.sha256((store.root / "big" / "audio").read_bytes()).hexdigest() == (
+        _metadata(content).sha256)
+
+
+async def test_size_mismatch_is_refused(store: FilesystemStore, tmp_path: Path) -> None:
+    content = b"12345"
+    wrong = ObjectMetadata(content_type="audio/mpeg", size=4,
+                           sha256=hashlib.sha256(content).hexdigest(),
+                           source_url="https://x.test/a", title=None, duration_seconds=None)
+    with pytest.raises(ValueError, match=r"metadata\.size"):
+        await store.put_file("k/audio", _file(tmp_path, content), wrong)
+    assert not store.root.exists() or _all_files(store.root) == []
+
+
+async def test_missing_source_file_is_a_storage_error(store: FilesystemStore,
+                                                      tmp_path: Path) -> None:
+    with pytest.raises(StorageError):
+        await store.put_file("k/audio", tmp_path / "missing", _metadata(b""))
+
+
+@pytest.mark.parametrize("key", [
+    "", "/abs/key", "a//b", "a/b/", "../escape", "a/../b", "a/./b", ".", "a\\b",
+    "a/b\x00", "line\nbreak", "a/b.json",
+])
+async def test_invalid_keys_are_refused(store: FilesystemStore, tmp_path: Path,
+                                        key: str) -> None:
+    content = b"x"
+    with pytest.raises(ValueError, match="key"):
+        await store.put_file(key, _file(tmp_path, content), _metadata(content))
+    with pytest.raises(ValueError, match="key"):
+        await store.stat(key)
+    with pytest.raises(ValueError, match="key"):
+        store.uri(key)
+    with pytest.raises(ValueError, match="key"):
+        validate_key(key)
+    assert not store.root.exists()
+    assert _all_files(tmp_path) == ["source.bin"]
+
+
+async def test_check_creates_root_and_fails_when_unusable(tmp_path: Path) -> None:
+    store = FilesystemStore(tmp_path / "new" / "root")
+    await store.check()
+    assert (tmp_path / "new" / "root").is_dir()
+    assert _all_files(tmp_path) == []
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    with pytest.raises(StorageError, match="not usable"):
+        await FilesystemStore(blocker / "root").check()
+    await store.close()
+
+
+def test_store_satisfies_the_protocol(store: FilesystemStore) -> None:
+    assert isinstance(store, ObjectStore)
+
+
+def test_relative_root_is_refused() -> None:
+    with pytest.raises(ValueError, match="absolute"):
+        FilesystemStore(Path("relative/dir"))
+
+
+def test_metadata_validation() -> None:
+    good = _metadata(b"x")
+    for field, value in [("size", -1), ("sha256", "ABC"), ("content_type", ""),
+                         ("source_url", ""), ("duration_seconds", float("nan"))]:
+        with pytest.raises(ValueError, match=field):
+            ObjectMetadata(**{**good.to_json(), field: value})
+    assert ObjectMetadata.from_json(good.to_json()) == good
+
+
+def test_open_store_file_url(tmp_path: Path) -> None:
+    store = open_store((tmp_path / "a b").as_uri(), Env({}))
+    assert isinstance(store, FilesystemStore)
+    assert store.root == tmp_path / "a b"
+
+
+@pytest.mark.parametrize("url", [
+    "file://relative/dir", "file:///", "file:///a/../b", "ftp://host/x", "/plain/path",
+    "file:///dir?x=1", "",
+])
+def test_open_store_rejects_bad_urls(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^ARCHIVE_STORAGE_URL: "):
+        open_store(url, Env({}))
