@@ -1,0 +1,132 @@
+"""The consumer framework against the real broker: commit after work, backpressure, crash."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from service.config.kafka import KafkaSettings
+from service.kafka.consumer import (
+    ConsumerMetrics,
+    ConsumerOptions,
+    ProcessingCrashedError,
+    Record,
+    StreamConsumer,
+)
+from tests.harness.kafka_broker import KafkaBroker
+from tests.support_kafka import unique
+
+pytestmark = pytest.mark.kafka
+
+
+class Recorder:
+    def __init__(self, gate: asyncio.Event | None = None, fail_on: bytes | None = None) -> None:
+        self.seen: list[bytes] = []
+        self.gate = gate
+        self.fail_on = fail_on
+        self.concurrent = 0
+        self.max_concurrent = 0
+
+    async def process(self, record: Record) -> None:
+        self.concurrent += 1
+        self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            assert record.value is not None
+            if record.value == self.fail_on:
+                raise ValueError("boom")
+            self.seen.append(record.value)
+        finally:
+            self.concurrent -= 1
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        del partitions
+
+
+async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=b"k")
+    finally:
+        await producer.stop()
+
+
+def make(broker: KafkaBroker, topic: str, group: str, processor: Any,
+         **options: Any) -> StreamConsumer:
+    return StreamConsumer(
+        KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
+        ConsumerOptions(topics=(topic,), group_id=group, session_timeout_ms=6000,
+                        heartbeat_interval_ms=500, **options),
+        processor, ConsumerMetrics(CollectorRegistry(), "test"),
+    )
+
+
+async def run_until(consumer: StreamConsumer, condition: Any, timeout: float = 20) -> None:
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not condition():
+            await asyncio.sleep(0.05)
+        done.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.wait_for(consumer.run(done.is_set), timeout)
+    finally:
+        watcher.cancel()
+
+
+async def test_commits_after_processing_and_resumes_from_committed_offsets(
+    kafka_broker: KafkaBroker, kafka_topic_factory: Any,
+) -> None:
+    topic = kafka_topic_factory(partitions=1)
+    group = unique("group")
+    await produce(kafka_broker.bootstrap_servers, topic, [b"1", b"2", b"3"])
+    first = Recorder()
+    await run_until(make(kafka_broker, topic, group, first), lambda: len(first.seen) == 3)
+    await produce(kafka_broker.bootstrap_servers, topic, [b"4"])
+    second = Recorder()
+    await run_until(make(kafka_broker, topic, group, second), lambda: len(second.seen) >= 1)
+    assert sorted(first.seen) == [b"1", b"2", b"3"]
+    assert second.seen == [b"4"]  # committed work is not processed again
+
+
+async def test_saturation_pauses_fetching_within_the_in_flight_bound(
+    kafka_broker: KafkaBroker, kafka_topic_factory: Any,
+) -> None:
+    topic = kafka_topic_factory(partitions=1)
+    await produce(kafka_broker.bootstrap_servers, topic, [str(i).encode() for i in range(40)])
+    gate = asyncio.Event()
+    recorder = Recorder(gate)
+    consumer = make(kafka_broker, topic, unique("group"), recorder, max_in_flight=5,
+                    max_poll_records=5)
+
+    async def open_gate_later() -> None:
+        await asyncio.sleep(1.5)
+        gate.set()
+
+    opener = asyncio.create_task(open_gate_later())
+    await run_until(consumer, lambda: len(recorder.seen) == 40)
+    await opener
+    assert recorder.max_concurrent <= 5 + 5  # the bound plus at most one fetched batch
+
+
+async def test_an_unexpected_failure_stops_without_committing_past_it(
+    kafka_broker: KafkaBroker, kafka_topic_factory: Any,
+) -> None:
+    topic = kafka_topic_factory(partitions=1)
+    group = unique("group")
+    await produce(kafka_broker.bootstrap_servers, topic, [b"ok", b"bad", b"later"])
+    crashing = Recorder(fail_on=b"bad")
+    with pytest.raises(ProcessingCrashedError):
+        await run_until(make(kafka_broker, topic, group, crashing), lambda: False)
+    again = Recorder()
+    await run_until(make(kafka_broker, topic, group, again), lambda: b"bad" in again.seen)
+    assert again.seen[0] == b"bad"  # redelivered after the "restart"
