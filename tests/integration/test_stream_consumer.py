@@ -72,7 +72,7 @@ async def run_until(consumer: StreamConsumer, condition: Any, timeout: float = 2
     done = asyncio.Event()
 
     async def watch() -> None:
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - polls a plain predicate, there is no event
             await asyncio.sleep(0.05)
         done.set()
 
