@@ -56,6 +56,8 @@ def gateway_env(bootstrap: str, **overrides: str) -> dict[str, str]:
         "PUBLISH_TIMEOUT_SECONDS": "2",
         "TOPIC_PARTITIONS": "3",
         "AUTH_MODE": "none",
+        "RATE_LIMIT_PER_SECOND": "100000",
+        "RATE_LIMIT_BURST": "100000",
     }
     env.update(overrides)
     return env

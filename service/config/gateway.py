@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from service.config.env import ConfigError, Env
 from service.config.kafka import COMPRESSION_TYPES, KafkaSettings
+from service.edge.security.config import SecurityConfig
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -47,6 +48,7 @@ def read_timezone(env: Env, name: str) -> tzinfo:
 class GatewayConfig:
     kafka: KafkaSettings
     topics: TopicNames
+    security: SecurityConfig
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     admin_host: str = "0.0.0.0"
@@ -67,6 +69,7 @@ class GatewayConfig:
         return cls(
             kafka=KafkaSettings.from_env(env, client_id="music-gateway"),
             topics=TopicNames.from_env(env),
+            security=SecurityConfig.from_env(env),
             http_host=env.str("HTTP_HOST", "0.0.0.0"),
             http_port=env.port("HTTP_PORT", 8080),
             admin_host=env.str("ADMIN_HOST", "0.0.0.0"),

@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry
 from service.config.gateway import GatewayConfig
 from service.config.kafka import max_record_bytes
 from service.contracts.codec import SchemaCodec
+from service.core.model import Rejection
+from service.edge.guard import Guard, make_guard_middleware
 from service.edge.http import make_request_middleware, read_body
 from service.edge.ingest import CallbackIngest
 from service.edge.metrics import GatewayMetrics
@@ -25,6 +27,7 @@ CONFIG_KEY: Final = web.AppKey("config", GatewayConfig)
 PUBLISHER_KEY: Final = web.AppKey("publisher", KafkaPublisher)
 INGEST_KEY: Final = web.AppKey("ingest", CallbackIngest)
 METRICS_KEY: Final = web.AppKey("metrics", GatewayMetrics)
+GUARD_KEY: Final = web.AppKey("guard", Guard)
 
 CALLBACK_PATH: Final = "/callbacks/extend-music"
 
@@ -32,8 +35,15 @@ CALLBACK_PATH: Final = "/callbacks/extend-music"
 async def extend_music_callback(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
     ingest = request.app[INGEST_KEY]
-    body = await read_body(request, config.max_body_bytes)
-    outcome = await ingest.accept(body, ingest.decode(body), content_type=request.content_type)
+    body = await read_body(request, config.max_body_bytes,
+                           config.security.body_read_timeout_seconds)
+    decoded = ingest.decode(body)
+    verified = request.app[GUARD_KEY].verify(
+        request, body, decoded.task_id, malformed=isinstance(decoded, Rejection))
+    if isinstance(verified, web.Response):
+        return verified  # refused: nothing reaches any topic
+    outcome = await ingest.accept(body, decoded, content_type=request.content_type,
+                                  task_ref=verified.task_ref)
     return web.json_response(outcome.body, status=outcome.status, headers=outcome.headers)
 
 
@@ -63,10 +73,12 @@ def create_app(
 ) -> web.Application:
     metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
     publisher = build_publisher(config)
+    guard = Guard(config.security, metrics)
     app = web.Application(
-        middlewares=[make_request_middleware(metrics)],
+        middlewares=[make_request_middleware(metrics), make_guard_middleware(guard)],
         client_max_size=config.max_body_bytes + 1,
     )
+    app[GUARD_KEY] = guard
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics
     app[PUBLISHER_KEY] = publisher

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -49,15 +50,29 @@ def json_error(
     )
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """Read at most ``limit`` bytes; refuse early on a larger Content-Length."""
+class BodyTimeoutError(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"body not received within {seconds}s")
+        self.seconds = seconds
+
+
+async def read_body(request: web.Request, limit: int, deadline: float) -> bytes:
+    """Read at most ``limit`` bytes within ``deadline`` seconds.
+
+    A larger Content-Length is refused before reading; a client that dribbles its
+    body is cut at the deadline so it cannot hold a connection and a slot.
+    """
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLargeError(limit)
     buffer = bytearray()
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        buffer += chunk
-        if len(buffer) > limit:
-            raise BodyTooLargeError(limit)
+    try:
+        async with asyncio.timeout(deadline):
+            async for chunk in request.content.iter_chunked(_CHUNK):
+                buffer += chunk
+                if len(buffer) > limit:
+                    raise BodyTooLargeError(limit)
+    except TimeoutError:
+        raise BodyTimeoutError(deadline) from None
     return bytes(buffer)
 
 
@@ -103,8 +118,15 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     try:
         return await handler(request)
     except BodyTooLargeError as exc:
-        return json_error(413, "body_too_large", f"the body exceeds {exc.limit} bytes",
-                          limit=exc.limit)
+        response = json_error(413, "body_too_large", f"the body exceeds {exc.limit} bytes",
+                              limit=exc.limit)
+        response.force_close()  # the rest of the body is not read
+        return response
+    except BodyTimeoutError as exc:
+        response = json_error(408, "body_timeout", f"the body did not arrive within "
+                              f"{exc.seconds}s")
+        response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

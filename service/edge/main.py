@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import structlog
 from prometheus_client import CollectorRegistry
 
 from service.config.gateway import GatewayConfig
@@ -9,8 +10,15 @@ from service.edge.app import PUBLISHER_KEY, create_app
 from service.observability.admin import create_admin_app
 from service.runtime import Listener, ShutdownFlag, serve
 
+log = structlog.get_logger(__name__)
+
 
 async def run_gateway(config: GatewayConfig) -> None:
+    if config.security.auth_mode == "none":
+        log.warning("auth_disabled", detail="AUTH_MODE=none: callbacks are not verified; "
+                    "never run this way on a public address")
+    log.info("gateway_starting", schemes=[str(s) for s in config.security.schemes],
+             events_topic=config.topics.events, rejected_topic=config.topics.rejected)
     registry = CollectorRegistry()
     app = create_app(config, registry=registry)
     shutdown = ShutdownFlag()

@@ -31,7 +31,8 @@ tracks = st.fixed_dictionaries({}, optional={
     "image_url": optional_text, "title": optional_text, "tags": optional_text,
     "prompt": optional_text, "model_name": optional_text,
     "createTime": st.none() | st.text(max_size=25) | st.integers(-(2**62), 2**62),
-    "duration": st.none() | st.floats(allow_nan=False) | st.integers(-1000, 10**6),
+    "duration": st.none() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-1000, 10**6),
     "extra": json_values,
 })
 callbacks = st.fixed_dictionaries(

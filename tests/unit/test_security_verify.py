@@ -101,8 +101,8 @@ def test_invalid_auth_mode_names_the_variable() -> None:
 def test_defaults_for_limits() -> None:
     """Limits default to generous values when unset."""
     config = SecurityConfig.from_env(Env({"CALLBACK_TOKENS": _token()}))
-    assert config.rate_limit_per_second == 200.0
-    assert config.rate_limit_burst == 400
+    assert config.rate_limit_per_second == 1000.0
+    assert config.rate_limit_burst == 2000
     assert config.body_read_timeout_seconds == 10.0
     assert config.max_in_flight == 512
     assert config.provider_hmac_tolerance_seconds == 1800

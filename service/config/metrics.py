@@ -1,0 +1,40 @@
+"""Metrics consumer settings (``python -m service metrics``), read once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.config.env import Env
+from service.config.gateway import TopicNames, read_log_level
+from service.config.kafka import KafkaSettings
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    kafka: KafkaSettings
+    topics: TopicNames
+    group_id: str = "music-metrics"
+    admin_host: str = "0.0.0.0"
+    admin_port: int = 8083
+    # Per-task state: bounded by age and by count so memory stays flat under any volume.
+    task_state_ttl_seconds: float = 86_400.0
+    task_state_max_entries: int = 100_000
+    log_level: str = "INFO"
+    shutdown_timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> MetricsConfig:
+        env = env or Env()
+        return cls(
+            kafka=KafkaSettings.from_env(env, client_id="music-metrics"),
+            topics=TopicNames.from_env(env),
+            group_id=env.str("METRICS_GROUP_ID", "music-metrics"),
+            admin_host=env.str("ADMIN_HOST", "0.0.0.0"),
+            admin_port=env.port("ADMIN_PORT", 8083),
+            task_state_ttl_seconds=env.float("TASK_STATE_TTL_SECONDS", 86_400.0, minimum=1.0,
+                                             maximum=90 * 86_400.0),
+            task_state_max_entries=env.int("TASK_STATE_MAX_ENTRIES", 100_000, minimum=1,
+                                           maximum=100_000_000),
+            log_level=read_log_level(env),
+            shutdown_timeout_seconds=env.float("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
+        )

@@ -1,0 +1,111 @@
+"""Who gets in, and how much: source checks, verification, rate and concurrency limits.
+
+Order of the checks on the callback port, cheapest first:
+1. concurrency cap (``MAX_IN_FLIGHT``): 503 with Retry-After instead of queueing;
+2. source allow-list (403) and per-source-address token bucket (429), before any
+   body byte is read, so floods are refused cheaply;
+3. body read bounded in size (413) and time (``BODY_READ_TIMEOUT_SECONDS``, 408);
+4. verification of every configured scheme (401) after the body is parsed,
+   because the provider HMAC covers the task id inside it;
+5. per-token bucket (429) once we know which token the caller holds.
+Refusals publish nothing; they are logged (address, reason, size) and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+import structlog
+from aiohttp import web
+
+from service.edge.http import Handler, json_error
+from service.edge.metrics import GatewayMetrics
+from service.edge.security import (
+    Failure,
+    RateLimiter,
+    Reason,
+    SecurityConfig,
+    Verified,
+    Verifier,
+    address_key,
+)
+
+log = structlog.get_logger("service.edge.guard")
+
+_UNKNOWN_SOURCE: Final = "unknown"
+
+
+class Guard:
+    def __init__(self, config: SecurityConfig, metrics: GatewayMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.verifier = Verifier(config)
+        # A body whose task id cannot be read fails the provider HMAC; when a URL
+        # token vouches for the caller, the body is still kept (as rejected).
+        self._without_provider_hmac = (
+            Verifier(dataclasses.replace(config, provider_hmac_keys=()))
+            if config.provider_hmac_keys and config.callback_tokens else None
+        )
+        self.by_source = RateLimiter(config.rate_limit_per_second, config.rate_limit_burst,
+                                     config.rate_limit_max_keys)
+        self.by_token = RateLimiter(config.rate_limit_per_second, config.rate_limit_burst,
+                                    config.rate_limit_max_keys)
+        self.in_flight = 0
+
+    def verify(self, request: web.Request, body: bytes, task_id: str | None,
+               *, malformed: bool) -> Verified | web.Response:
+        headers: Mapping[str, str] = request.headers
+        result = self.verifier.verify(request.query, headers, body, task_id)
+        if (isinstance(result, Failure) and result.reason is Reason.TASK_ID_UNREADABLE
+                and malformed and self._without_provider_hmac is not None):
+            result = self._without_provider_hmac.verify(request.query, headers, body, task_id)
+        if isinstance(result, Failure):
+            return self.refuse(request, result.status, result.reason.value,
+                               body_bytes=len(body))
+        allowed, retry_after = self.by_token.allow(result.token_id or "no-token")
+        if not allowed:
+            return self.limited(request, "token", retry_after)
+        return result
+
+    def refuse(self, request: web.Request, status: int, reason: str,
+               *, body_bytes: int | None = None) -> web.Response:
+        self.metrics.auth_failures.labels(reason).inc()
+        structlog.contextvars.bind_contextvars(refused=reason)
+        log.info("request_refused", reason=reason, status=status, peer=request.remote,
+                 body_bytes=body_bytes if body_bytes is not None else request.content_length)
+        message = "the source is not allowed" if status == 403 else "verification failed"
+        return json_error(status, reason, message)
+
+    def limited(self, request: web.Request, scope: str, retry_after: float) -> web.Response:
+        self.metrics.rate_limited.labels(scope).inc()
+        structlog.contextvars.bind_contextvars(refused=f"rate_limited_{scope}")
+        log.info("request_rate_limited", scope=scope, peer=request.remote)
+        return json_error(429, "rate_limited", f"too many requests ({scope})",
+                          headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
+def make_guard_middleware(guard: Guard) -> Any:
+    @web.middleware
+    async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if guard.in_flight >= guard.config.max_in_flight:
+            guard.metrics.rate_limited.labels("in_flight").inc()
+            return json_error(503, "overloaded", "too many requests in flight; retry later",
+                              headers={"Retry-After": "1"})
+        failure = guard.verifier.check_source(request.remote, request.headers)
+        if failure is not None:
+            return guard.refuse(request, failure.status, failure.reason.value)
+        address = guard.verifier.client_address(request.remote, request.headers)
+        source = address_key(address) if address is not None else _UNKNOWN_SOURCE
+        allowed, retry_after = guard.by_source.allow(source)
+        if not allowed:
+            return guard.limited(request, "source", retry_after)
+        guard.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            guard.in_flight -= 1
+
+    return guard_middleware
