@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry
 from service.config.gateway import GatewayConfig
 from service.config.kafka import max_record_bytes
 from service.contracts.codec import SchemaCodec
-from service.core.model import Rejection
 from service.edge.guard import Guard, make_guard_middleware
 from service.edge.http import make_request_middleware, read_body
 from service.edge.ingest import CallbackIngest
@@ -38,8 +37,7 @@ async def extend_music_callback(request: web.Request) -> web.Response:
     body = await read_body(request, config.max_body_bytes,
                            config.security.body_read_timeout_seconds)
     decoded = ingest.decode(body)
-    verified = request.app[GUARD_KEY].verify(
-        request, body, decoded.task_id, malformed=isinstance(decoded, Rejection))
+    verified = request.app[GUARD_KEY].verify(request, body, decoded.task_id)
     if isinstance(verified, web.Response):
         return verified  # refused: nothing reaches any topic
     outcome = await ingest.accept(body, decoded, content_type=request.content_type,

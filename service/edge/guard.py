@@ -26,7 +26,7 @@ from service.edge.metrics import GatewayMetrics
 from service.edge.security import (
     Failure,
     RateLimiter,
-    Reason,
+    Scheme,
     SecurityConfig,
     Verified,
     Verifier,
@@ -56,11 +56,13 @@ class Guard:
         self.in_flight = 0
 
     def verify(self, request: web.Request, body: bytes, task_id: str | None,
-               *, malformed: bool) -> Verified | web.Response:
+               ) -> Verified | web.Response:
         headers: Mapping[str, str] = request.headers
         result = self.verifier.verify(request.query, headers, body, task_id)
-        if (isinstance(result, Failure) and result.reason is Reason.TASK_ID_UNREADABLE
-                and malformed and self._without_provider_hmac is not None):
+        if (isinstance(result, Failure) and result.scheme is Scheme.PROVIDER_HMAC
+                and task_id is None and self._without_provider_hmac is not None):
+            # The token was checked first and passed; the body cannot carry the
+            # provider's signature input, so it is kept as rejected, not dropped.
             result = self._without_provider_hmac.verify(request.query, headers, body, task_id)
         if isinstance(result, Failure):
             return self.refuse(request, result.status, result.reason.value,
