@@ -1,0 +1,362 @@
+"""The metrics consumer's processor: one record in, Prometheus counters updated.
+
+Reads the three topics (events, archived, archive-failed) as a tolerant
+reader: CloudEvents headers first (``ce_id``, ``ce_subject``, ``ce_type``,
+``ce_time``), the JSON value for the rest, unknown fields ignored. A record it
+cannot read is counted in ``music_invalid_records_total`` and skipped (so it is
+committed): bad data never stops the consumer.
+
+What counts, per task (state in :mod:`service.consumers.metrics.state`):
+
+* an event id already seen for the task is a *duplicate*: only
+  ``music_duplicate_callbacks_total`` moves;
+* every other event counts once in ``music_callbacks_total{stage,code}`` and
+  in the delay histogram; then, by the task's progress (``text`` < ``first`` <
+  ``complete``; ``complete`` and ``error`` are terminal):
+
+  - a stage the task already reached (new event id) is *repeated*;
+  - a stage after a terminal stage, or before a stage already reached, is
+    *out of order* (``first`` after ``complete``, ``text`` after ``first``);
+  - otherwise the task advances: ``first`` observes text→first, ``complete``
+    counts the task completed, its tracks and their durations and observes
+    first→complete, ``error`` counts the task failed.
+
+Phase times use the events' ``received_at`` (the gateway's clock), so consumer
+lag and replays do not distort them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import orjson
+import structlog
+from aiokafka import TopicPartition
+
+from service.config.gateway import TopicNames
+from service.consumers.metrics.exporter import (
+    DEAD_LETTER_REASONS,
+    OBJECT_KINDS,
+    STAGES,
+    MusicMetrics,
+    closed_label,
+    code_label,
+)
+from service.consumers.metrics.state import EvictionCounts, Partition, TaskStates
+from service.kafka.consumer import Record
+from service.observability.tracing import bind_trace_from_kafka
+
+log = structlog.get_logger("service.consumers.metrics.message")
+
+Role = Literal["events", "archived", "archive_failed"]
+Outcome = Literal["counted", "duplicate", "repeated", "out_of_order", "invalid"]
+
+STAGE_BITS: Final = {"text": 1, "first": 2, "complete": 4, "error": 8}
+_RANK: Final = {"text": 0, "first": 1, "complete": 2, "error": 2}
+_TERMINAL: Final = STAGE_BITS["complete"] | STAGE_BITS["error"]
+_MAX_ID_LENGTH: Final = 256
+
+
+class InvalidRecordError(ValueError):
+    """The record cannot be read; ``reason`` is a short machine-readable word."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackView:
+    """The fields of a v1 event the metrics need."""
+
+    event_id: str
+    task_id: str
+    stage: str
+    code: object
+    received_at: float | None
+    track_durations: tuple[float | None, ...]
+    earliest_created_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveView:
+    task_id: str
+    report_id: str | None
+    label: str  # kind for archived, reason for archive-failed
+    size: int
+
+
+def mask(task_id: str) -> str:
+    """A task id shortened for logs, the way the gateway logs it."""
+    return f"{task_id[:4]}****{task_id[-4:]}"
+
+
+class StateTables:
+    """The two bounded tables: events by task id, archive reports by (topic role, task id)."""
+
+    def __init__(self, *, ttl_seconds: float, max_entries: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.events: TaskStates[str] = TaskStates(
+            ttl_seconds=ttl_seconds, max_entries=max_entries, clock=clock)
+        self.archive: TaskStates[tuple[str, str]] = TaskStates(
+            ttl_seconds=ttl_seconds, max_entries=max_entries, clock=clock)
+
+
+class MetricsProcessor:
+    def __init__(self, *, topics: TopicNames, metrics: MusicMetrics, state: StateTables) -> None:
+        self._roles: dict[str, Role] = {
+            topics.events: "events",
+            topics.archived: "archived",
+            topics.archive_failed: "archive_failed",
+        }
+        self._metrics = metrics
+        self._state = state
+        self._evictions_seen: dict[str, tuple[int, int, int]] = {"events": (0, 0, 0),
+                                                                  "archive": (0, 0, 0)}
+
+    async def process(self, record: Record) -> None:
+        """Update the metrics for ``record``; never raises for bad data (it is counted)."""
+        bind_trace_from_kafka(record.headers)
+        role = self._roles.get(record.topic, "events")
+        partition: Partition = (record.topic, record.partition)
+        fields: dict[str, Any] = {}
+        try:
+            headers = _headers(record.headers)
+            if role == "events":
+                outcome = self._callback(read_callback(headers, record.key, record.value),
+                                         partition, fields)
+            else:
+                outcome = self._archive(role, read_archive(role, headers, record.key,
+                                                           record.value), partition, fields)
+        except InvalidRecordError as exc:
+            self._metrics.invalid.labels(role).inc()
+            outcome = "invalid"
+            fields["reason"] = exc.reason
+        self._sync_state_metrics()
+        log.info("message", topic=record.topic, partition=record.partition,
+                 offset=record.offset, outcome=outcome, **fields)
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        dropped = self._state.events.drop_partitions(keys) + self._state.archive.drop_partitions(
+            keys)
+        self._sync_state_metrics()
+        log.info("task_state_dropped", partitions=sorted(f"{t}[{p}]" for t, p in keys),
+                 entries=dropped)
+
+    def drop_all(self) -> None:
+        """Forget every task (the consumer left its group and will be assigned afresh)."""
+        partitions = set(self._state.events.partitions()) | set(self._state.archive.partitions())
+        self.on_revoked({TopicPartition(topic, number) for topic, number in partitions})
+
+    def _callback(self, event: CallbackView, partition: Partition,
+                  fields: dict[str, Any]) -> Outcome:
+        fields.update(task_id=mask(event.task_id), event_id=event.event_id, stage=event.stage)
+        metrics = self._metrics
+        entry = self._state.events.touch(event.task_id, partition)
+        if self._state.events.seen(entry, event.event_id):
+            metrics.duplicates.labels(event.stage).inc()
+            return "duplicate"
+        code = code_label(event.code)
+        metrics.callbacks.labels(event.stage, code).inc()
+        if event.received_at is not None and event.earliest_created_at is not None:
+            metrics.delay.observe(max(0.0, event.received_at - event.earliest_created_at))
+        bit = STAGE_BITS[event.stage]
+        reached = entry.stages
+        if reached & bit:
+            metrics.repeated.labels(event.stage).inc()
+            return "repeated"
+        entry.stages = reached | bit
+        if reached & _TERMINAL or _RANK[event.stage] < _highest_rank(reached):
+            metrics.out_of_order.labels(event.stage).inc()
+            return "out_of_order"
+        now = event.received_at
+        if event.stage == "text":
+            entry.text_at = now
+        elif event.stage == "first":
+            entry.first_at = now
+            _observe_phase(metrics, "text_to_first", entry.text_at, now)
+        elif event.stage == "complete":
+            metrics.tasks_completed.labels(code).inc()
+            metrics.tracks.inc(len(event.track_durations))
+            for duration in event.track_durations:
+                if duration is not None:
+                    metrics.track_duration.observe(duration)
+            _observe_phase(metrics, "first_to_complete", entry.first_at, now)
+        else:
+            metrics.tasks_failed.labels(code).inc()
+        return "counted"
+
+    def _archive(self, role: Role, report: ArchiveView, partition: Partition,
+                 fields: dict[str, Any]) -> Outcome:
+        fields.update(task_id=mask(report.task_id), report_id=report.report_id)
+        if report.report_id is not None:
+            entry = self._state.archive.touch((role, report.task_id), partition)
+            if self._state.archive.seen(entry, report.report_id):
+                self._metrics.archive_duplicates.labels(role).inc()
+                return "duplicate"
+        if role == "archived":
+            fields["kind"] = report.label
+            self._metrics.archived.labels(report.label).inc()
+            self._metrics.archived_bytes.labels(report.label).inc(report.size)
+        else:
+            fields["reason"] = report.label
+            self._metrics.dead_letters.labels(report.label).inc()
+        return "counted"
+
+    def _sync_state_metrics(self) -> None:
+        for table, states in (("events", self._state.events), ("archive", self._state.archive)):
+            self._metrics.state_entries.labels(table).set(len(states))
+            now = _eviction_tuple(states.evictions)
+            before = self._evictions_seen[table]
+            if now != before:
+                for cause, new, old in zip(("ttl", "capacity", "revoked"), now, before,
+                                           strict=True):
+                    if new > old:
+                        self._metrics.state_evictions.labels(table, cause).inc(new - old)
+                self._evictions_seen[table] = now
+
+
+def _eviction_tuple(counts: EvictionCounts) -> tuple[int, int, int]:
+    return (counts.ttl, counts.capacity, counts.revoked)
+
+
+def _highest_rank(stages: int) -> int:
+    highest = -1
+    for stage, bit in STAGE_BITS.items():
+        if stages & bit:
+            highest = max(highest, _RANK[stage])
+    return highest
+
+
+def _observe_phase(metrics: MusicMetrics, phase: str, start: float | None,
+                   end: float | None) -> None:
+    if start is not None and end is not None and end >= start:
+        metrics.phase.labels(phase).observe(end - start)
+
+
+# ---- reading records (tolerant reader) -------------------------------------------------------
+
+def _headers(raw: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in raw or ():
+        if value is None:
+            continue
+        try:
+            headers[name] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # an unreadable header is as good as absent
+    return headers
+
+
+def _object(value: bytes | None) -> dict[str, Any]:
+    if value is None:
+        raise InvalidRecordError("no_value")
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise InvalidRecordError("invalid_json") from None
+    if not isinstance(document, dict):
+        raise InvalidRecordError("not_an_object")
+    return document
+
+
+def _text(*candidates: object) -> str | None:
+    for candidate in candidates:
+        if isinstance(candidate, str) and 0 < len(candidate) <= _MAX_ID_LENGTH:
+            return candidate
+    return None
+
+
+def _key(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def parse_timestamp(value: object) -> float | None:
+    """RFC 3339 / ISO 8601 → epoch seconds (a naive time is read as UTC), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def read_callback(headers: Mapping[str, str], key: bytes | None,
+                  value: bytes | None) -> CallbackView:
+    document = _object(value)
+    event_id = _text(headers.get("ce_id"), document.get("event_id"))
+    if event_id is None:
+        raise InvalidRecordError("missing_event_id")
+    task_id = _text(document.get("task_id"), headers.get("ce_subject"), _key(key))
+    if task_id is None:
+        raise InvalidRecordError("missing_task_id")
+    stage = document.get("stage")
+    if stage is None:
+        stage = headers.get("ce_type", "").rpartition(".")[2]
+    if stage not in STAGES:
+        raise InvalidRecordError("unknown_stage")
+    received_at = parse_timestamp(document.get("received_at"))
+    if received_at is None:
+        received_at = parse_timestamp(headers.get("ce_time"))
+    tracks = document.get("tracks")
+    durations: list[float | None] = []
+    earliest: float | None = None
+    for track in tracks if isinstance(tracks, list) else ():
+        if not isinstance(track, dict):
+            continue
+        durations.append(_number(track.get("duration_seconds")))
+        created = parse_timestamp(track.get("created_at"))
+        if created is not None and (earliest is None or created < earliest):
+            earliest = created
+    return CallbackView(
+        event_id=event_id, task_id=task_id, stage=stage, code=document.get("code"),
+        received_at=received_at, track_durations=tuple(durations), earliest_created_at=earliest,
+    )
+
+
+def read_archive(role: Role, headers: Mapping[str, str], key: bytes | None,
+                 value: bytes | None) -> ArchiveView:
+    document = _object(value)
+    task_id = _text(document.get("task_id"), headers.get("ce_subject"), _key(key))
+    if task_id is None:
+        raise InvalidRecordError("missing_task_id")
+    report_id = _text(headers.get("ce_id"))
+    if report_id is None:
+        # No CloudEvents id: the fields that name one object (and, for a dead letter,
+        # the event that asked for it) identify a re-report just as well.
+        parts = (document.get("track_id"), document.get("object"),
+                 document.get("sha256") if role == "archived" else
+                 document.get("source_event_id"))
+        if all(isinstance(part, str) and part for part in parts):
+            report_id = "\n".join(str(part) for part in parts)
+    if role == "archived":
+        size = document.get("size")
+        return ArchiveView(
+            task_id=task_id, report_id=report_id,
+            label=closed_label(document.get("object"), OBJECT_KINDS),
+            size=size if isinstance(size, int) and not isinstance(size, bool) and size > 0
+            else 0,
+        )
+    return ArchiveView(task_id=task_id, report_id=report_id,
+                       label=closed_label(document.get("reason"), DEAD_LETTER_REASONS), size=0)
