@@ -26,6 +26,17 @@ def _gateway(_: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics(_: argparse.Namespace) -> int:
+    from service.config.metrics import MetricsConfig
+    from service.consumers.metrics.main import run_metrics
+    from service.observability.logging import configure_logging
+
+    config = MetricsConfig.from_env()
+    configure_logging(config.log_level, process="metrics")
+    asyncio.run(run_metrics(config))
+    return 0
+
+
 def _topics(args: argparse.Namespace) -> int:
     from service.config.gateway import read_log_level
     from service.config.kafka import KafkaSettings
@@ -42,6 +53,7 @@ def _topics(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "gateway": _gateway,
+    "metrics": _metrics,
     "topics": _topics,
 }
 
@@ -50,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("gateway", help="serve provider callbacks and publish them to Kafka")
+    sub.add_parser("metrics", help="turn the event stream into Prometheus metrics")
     topics = sub.add_parser("topics", help="manage the project's Kafka topics")
     topics.add_argument("action", choices=["ensure"], help="create missing topics")
     return parser
