@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -51,6 +52,6 @@ def live_gateway(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFac
 @pytest.mark.kafka
 @SCHEMA.parametrize()
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-def test_gateway_conforms_to_its_openapi_document(case: Case, live_gateway: str) -> None:
+def test_gateway_conforms_to_its_openapi_document(case: Case[Any], live_gateway: str) -> None:
     case.query = {**(case.query or {}), "token": TOKEN}
     case.call_and_validate(base_url=live_gateway, checks=CHECKS)
