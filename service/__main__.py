@@ -51,10 +51,33 @@ def _topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sign_url(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from service.edge.security import SecurityConfig, sign_callback_url
+
+    env = Env()
+    key = SecurityConfig.from_env(env).url_signing_key
+    if key is None:
+        raise ConfigError("CALLBACK_URL_SIGNING_KEY", "is required to sign callback URLs")
+    base_url = args.base_url or env.optional_str("CALLBACK_BASE_URL")
+    if base_url is None:
+        raise ConfigError("CALLBACK_BASE_URL", "give --base-url or set CALLBACK_BASE_URL")
+    try:
+        url = sign_callback_url(base_url, args.task_ref, key,
+                                expires_in=timedelta(hours=args.expires_in_hours))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(url)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "gateway": _gateway,
     "metrics": _metrics,
     "topics": _topics,
+    "sign-url": _sign_url,
 }
 
 
@@ -63,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("gateway", help="serve provider callbacks and publish them to Kafka")
     sub.add_parser("metrics", help="turn the event stream into Prometheus metrics")
+    sign = sub.add_parser(
+        "sign-url", help="mint a per-task callback URL signed with CALLBACK_URL_SIGNING_KEY")
+    sign.add_argument("--task-ref", required=True,
+                      help="your reference for the submission (1-128 printable characters)")
+    sign.add_argument("--base-url", help="callback URL to sign (default: CALLBACK_BASE_URL); "
+                      "keep ?token=... in it when URL tokens are configured too")
+    sign.add_argument("--expires-in-hours", type=float, default=48.0,
+                      help="validity of the URL (default 48)")
     topics = sub.add_parser("topics", help="manage the project's Kafka topics")
     topics.add_argument("action", choices=["ensure"], help="create missing topics")
     return parser

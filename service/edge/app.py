@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Final
 
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -21,6 +22,7 @@ from service.edge.http import make_request_middleware, read_body
 from service.edge.ingest import CallbackIngest
 from service.edge.metrics import GatewayMetrics
 from service.kafka.producer import KafkaPublisher, ProducerOptions
+from service.observability.tracing import start_or_continue
 
 CONFIG_KEY: Final = web.AppKey("config", GatewayConfig)
 PUBLISHER_KEY: Final = web.AppKey("publisher", KafkaPublisher)
@@ -40,8 +42,11 @@ async def extend_music_callback(request: web.Request) -> web.Response:
     verified = request.app[GUARD_KEY].verify(request, body, decoded.task_id)
     if isinstance(verified, web.Response):
         return verified  # refused: nothing reaches any topic
+    traceparent, trace_id = start_or_continue(request.headers.get("traceparent"),
+                                              request.headers.get("tracestate"))
+    structlog.contextvars.bind_contextvars(trace_id=trace_id)
     outcome = await ingest.accept(body, decoded, content_type=request.content_type,
-                                  task_ref=verified.task_ref)
+                                  task_ref=verified.task_ref, traceparent=traceparent)
     return web.json_response(outcome.body, status=outcome.status, headers=outcome.headers)
 
 

@@ -24,6 +24,7 @@ from service.core.normalize import decode, normalize
 from service.core.records import cloudevent_headers, rejected_value
 from service.edge.metrics import GatewayMetrics
 from service.kafka.producer import Headers, KafkaPublisher, PublishError
+from service.observability.tracing import kafka_header
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +68,7 @@ class CallbackIngest:
         *,
         content_type: str | None,
         task_ref: str | None = None,
+        traceparent: str | None = None,
     ) -> Outcome:
         """Publish a verified body: as an event when valid, else on the rejected topic."""
         received_at = self._clock()
@@ -78,18 +80,19 @@ class CallbackIngest:
                 decoded, body, received_at=received_at, codec=self._codec,
                 provider_tz=self._config.provider_timezone, task_ref=task_ref,
             )
+        trace = [kafka_header(traceparent)] if traceparent else []
         if isinstance(result, Rejection):
-            return await self._reject(result, body, received_at, content_type)
-        return await self._publish_event(result)
+            return await self._reject(result, body, received_at, content_type, trace)
+        return await self._publish_event(result, trace)
 
-    async def _publish_event(self, event: CallbackEvent) -> Outcome:
+    async def _publish_event(self, event: CallbackEvent, trace: Headers) -> Outcome:
         structlog.contextvars.bind_contextvars(
             task_id=event.task_id, event_id=event.event_id, stage=event.stage,
         )
         headers = cloudevent_headers(
             event, source=self._config.event_source, dataschema=self._dataschema,
             kind=KIND_EXTEND_MUSIC,
-        )
+        ) + trace
         failure = await self._send(
             "events", self._config.topics.events, key=event.task_id.encode(),
             value=orjson.dumps(event.data), headers=headers,
@@ -101,6 +104,7 @@ class CallbackIngest:
 
     async def _reject(
         self, rejection: Rejection, body: bytes, received_at: datetime, content_type: str | None,
+        trace: Headers,
     ) -> Outcome:
         structlog.contextvars.bind_contextvars(
             task_id=rejection.task_id, reason=rejection.reason,
@@ -115,7 +119,7 @@ class CallbackIngest:
             key=rejection.task_id.encode() if rejection.task_id else None,
             value=orjson.dumps(value),
             headers=[("content-type", b"application/json"),
-                     ("reason", rejection.reason.encode())],
+                     ("reason", rejection.reason.encode()), *trace],
         )
         if failure is not None:
             return failure

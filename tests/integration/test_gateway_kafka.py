@@ -267,3 +267,20 @@ def test_the_app_factory_does_no_io_until_started() -> None:
     app = create_app(gateway_config(gateway_env(f"127.0.0.1:{free_port()}")))
     assert isinstance(app, web.Application)
     assert not app[PUBLISHER_KEY].connected
+
+
+async def test_trace_context_is_continued_or_started_and_travels_as_a_kafka_header(
+    gateway: TestClient[Any, Any], env: dict[str, str], kafka_broker: KafkaBroker,
+) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    incoming = f"00-{trace_id}-00f067aa0ba902b7-01"
+    body = example_bytes("real-text.json")
+    assert (await gateway.post(CALLBACK_PATH, data=body,
+                               headers={"traceparent": incoming})).status == 200
+    assert (await gateway.post(CALLBACK_PATH, data=body)).status == 200
+    records = await read_records(kafka_broker.bootstrap_servers, env["EVENTS_TOPIC"], expect=2)
+    continued, started = (headers_of(r)["traceparent"] for r in records)
+    assert continued.split("-")[1] == trace_id
+    assert continued != incoming  # the gateway's own hop is the parent now
+    assert len(started.split("-")[1]) == 32
+    assert started.split("-")[1] != trace_id

@@ -207,3 +207,24 @@ def test_property_random_signature_never_verifies(ref: str, exp: int, sig: str) 
                                  NOW)
     assert isinstance(result, Failure)
     assert result.reason in {Reason.BAD_SIGNATURE, Reason.MISSING_SIGNATURE}
+
+
+def test_sign_url_command_mints_a_url_the_verifier_accepts() -> None:
+    """``python -m service sign-url`` prints a URL carrying ref, exp and sig."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from tests.support_process import run_command
+
+    key = secrets.token_urlsafe(32)
+    result = run_command(["sign-url", "--task-ref", "order-7", "--base-url",
+                          "https://hooks.example.test/callbacks/extend-music?token=t"],
+                         {"CALLBACK_URL_SIGNING_KEY": key})
+    assert result.returncode == 0, result.stderr
+    query = dict(parse_qsl(urlsplit(result.stdout.strip()).query))
+    assert query["token"] == "t"
+    verified = verify_signed_query(query, key.encode(), datetime.now(UTC))
+    assert isinstance(verified, Ok)
+    assert verified.task_ref == "order-7"
+    missing = run_command(["sign-url", "--task-ref", "x", "--base-url", "https://h.test/"], {})
+    assert missing.returncode == 2
+    assert "CALLBACK_URL_SIGNING_KEY" in missing.stderr
