@@ -73,11 +73,18 @@ def _sign_url(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev(_: argparse.Namespace) -> int:
+    from service.devstack.stack import run_dev_stack
+
+    return run_dev_stack(Env())
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "gateway": _gateway,
     "metrics": _metrics,
     "topics": _topics,
     "sign-url": _sign_url,
+    "dev": _dev,
 }
 
 
@@ -86,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("gateway", help="serve provider callbacks and publish them to Kafka")
     sub.add_parser("metrics", help="turn the event stream into Prometheus metrics")
+    sub.add_parser("dev", help="the whole local stack on an embedded broker (make run)")
     sign = sub.add_parser(
         "sign-url", help="mint a per-task callback URL signed with CALLBACK_URL_SIGNING_KEY")
     sign.add_argument("--task-ref", required=True,
