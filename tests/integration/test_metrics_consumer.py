@@ -11,19 +11,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.config.env import Env
 from service.contracts.codec import EVENT_V1, SchemaCodec
 from service.core.model import KIND_EXTEND_MUSIC, CallbackEvent, Decoded
 from service.core.normalize import decode, normalize
 from service.core.records import Headers, cloudevent_headers
+from service.kafka.topics import ensure_topics, project_topics
 from service.observability.tracing import kafka_header, start_or_continue
 from tests.harness.kafka_broker import KafkaBroker
 from tests.support import free_port
-from tests.support_kafka import unique, wait_until
+from tests.support_kafka import gateway_config, gateway_env, unique, wait_until
 from tests.support_process import ServiceProcess, run_command
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -281,3 +284,36 @@ async def test_after_a_restart_committed_events_are_not_counted_again(
     assert value(after, "music_tracks_total") == 2
     # The per-task state started empty: no first→complete time without the `first` event.
     assert value(after, "music_task_phase_seconds_count", phase="first_to_complete") == 0
+
+
+@pytest.mark.kafka
+async def test_a_traceparent_sent_to_the_gateway_appears_in_the_metrics_consumer_log(
+    kafka_broker: KafkaBroker, tmp_path: Path,
+) -> None:
+    http_port, gateway_admin, metrics_admin = free_port(), free_port(), free_port()
+    env = gateway_env(kafka_broker.bootstrap_servers, HTTP_HOST="127.0.0.1",
+                      ADMIN_HOST="127.0.0.1")
+    await ensure_topics(gateway_config(env).kafka, project_topics(Env(env)))
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    body = orjson.dumps({"code": 200, "msg": "ok", "data": {
+        "callbackType": "text", "task_id": "traced-task-1", "data": []}})
+    with ServiceProcess(["gateway"], {**env, "HTTP_PORT": str(http_port),
+                                      "ADMIN_PORT": str(gateway_admin)}, tmp_path) as gateway, \
+            ServiceProcess(["metrics"], {**env, "ADMIN_PORT": str(metrics_admin),
+                                         "METRICS_GROUP_ID": unique("trace")},
+                           tmp_path) as consumer:
+        await asyncio.to_thread(gateway.wait_ready, gateway_admin)
+        await asyncio.to_thread(consumer.wait_ready, metrics_admin)
+        async with aiohttp.ClientSession() as session, session.post(
+            f"http://127.0.0.1:{http_port}/callbacks/extend-music", data=body,
+            headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01",
+                     "content-type": "application/json"},
+        ) as response:
+            assert response.status == 200, await response.text()
+            event_id = (await response.json())["event_id"]
+        counted = await wait_for_messages(metrics_admin, 1)
+    assert value(counted, "music_callbacks_total", stage="text", code="200") == 1
+    requests = [line for line in gateway.log_lines() if line.get("event") == "request"]
+    messages = [line for line in consumer.log_lines() if line.get("event") == "message"]
+    assert [line.get("trace_id") for line in requests] == [trace_id]
+    assert [(line["event_id"], line["trace_id"]) for line in messages] == [(event_id, trace_id)]
