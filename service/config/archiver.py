@@ -1,0 +1,118 @@
+"""Archiver settings, read once from the environment at start-up (``ConfigError`` names the
+variable to fix). The object store is opened here, so a bad ``ARCHIVE_STORAGE_URL`` or AWS
+variable stops start-up too; opening it makes no request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from service.config.env import ConfigError, Env
+from service.config.gateway import TopicNames, read_log_level
+from service.config.kafka import KafkaSettings
+from service.consumers.archiver.download import DEFAULT_MAX_BYTES
+from service.storage.base import ObjectStore
+from service.storage.factory import STORAGE_URL_VARIABLE, open_store
+
+DEFAULT_STORAGE_DIR: Final = Path(".dev-data") / "archive"
+DEFAULT_GROUP_ID: Final = "music-archiver"
+DEFAULT_ADMIN_PORT: Final = 8082
+
+
+def default_storage_url() -> str:
+    """``file://`` URL of ``./.dev-data/archive`` (absolute, from the working directory)."""
+    return DEFAULT_STORAGE_DIR.resolve().as_uri()
+
+
+def read_allowed_hosts(env: Env) -> tuple[str, ...]:
+    """``ARCHIVE_ALLOWED_HOSTS``: host names or IP addresses, without scheme, port or path."""
+    hosts: list[str] = []
+    for entry in env.str_list("ARCHIVE_ALLOWED_HOSTS"):
+        host = entry[1:-1] if entry.startswith("[") and entry.endswith("]") else entry
+        if ":" in host:
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                host = ""
+        if not host or any(c in host for c in "/@?#[] ") or not host.isascii():
+            raise ConfigError("ARCHIVE_ALLOWED_HOSTS", "expected ASCII host names or IP "
+                              f"addresses (no scheme, port or path), got {entry!r}")
+        hosts.append(host)
+    return tuple(hosts)
+
+
+@dataclass(frozen=True)
+class ArchiverConfig:
+    kafka: KafkaSettings
+    topics: TopicNames
+    store: ObjectStore = field(repr=False, compare=False)
+    storage_url: str = ""
+    group_id: str = DEFAULT_GROUP_ID
+    concurrency: int = 4
+    max_bytes: int = DEFAULT_MAX_BYTES
+    connect_timeout_seconds: float = 10.0
+    total_timeout_seconds: float = 300.0
+    read_timeout_seconds: float = 30.0
+    retry_attempts: int = 4
+    retry_base_delay_seconds: float = 1.0
+    retry_max_delay_seconds: float = 30.0
+    allowed_hosts: frozenset[str] | None = None
+    allow_loopback: bool = False
+    enable_idempotence: bool = True
+    publish_timeout_seconds: float = 10.0
+    shutdown_timeout_seconds: float = 10.0
+    admin_host: str = "0.0.0.0"
+    admin_port: int = DEFAULT_ADMIN_PORT
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> ArchiverConfig:
+        env = env or Env()
+        kafka = KafkaSettings.from_env(env, client_id="music-archiver")
+        storage_url = env.str(STORAGE_URL_VARIABLE, default_storage_url())
+        connect_timeout = env.float("ARCHIVE_CONNECT_TIMEOUT_SECONDS", 10.0,
+                                    minimum=0.1, maximum=300.0)
+        total_timeout = env.float("ARCHIVE_TOTAL_TIMEOUT_SECONDS", 300.0,
+                                  minimum=0.1, maximum=3600.0)
+        if total_timeout < connect_timeout:
+            raise ConfigError("ARCHIVE_TOTAL_TIMEOUT_SECONDS",
+                              f"must be at least ARCHIVE_CONNECT_TIMEOUT_SECONDS "
+                              f"({connect_timeout:g}), got {total_timeout:g}")
+        base_delay = env.float("ARCHIVE_RETRY_BASE_DELAY_SECONDS", 1.0,
+                               minimum=0.0, maximum=60.0)
+        max_delay = env.float("ARCHIVE_RETRY_MAX_DELAY_SECONDS", 30.0,
+                              minimum=0.0, maximum=600.0)
+        if max_delay < base_delay:
+            raise ConfigError("ARCHIVE_RETRY_MAX_DELAY_SECONDS",
+                              f"must be at least ARCHIVE_RETRY_BASE_DELAY_SECONDS "
+                              f"({base_delay:g}), got {max_delay:g}")
+        hosts = read_allowed_hosts(env)
+        return cls(
+            kafka=kafka,
+            topics=TopicNames.from_env(env),
+            store=open_store(storage_url, env),
+            storage_url=storage_url,
+            group_id=env.str("ARCHIVER_GROUP_ID", DEFAULT_GROUP_ID),
+            concurrency=env.int("ARCHIVE_CONCURRENCY", 4, minimum=1, maximum=256),
+            max_bytes=env.int("ARCHIVE_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=1,
+                              maximum=16 * 1024 * 1024 * 1024),
+            connect_timeout_seconds=connect_timeout,
+            total_timeout_seconds=total_timeout,
+            read_timeout_seconds=env.float("ARCHIVE_READ_TIMEOUT_SECONDS", 30.0,
+                                           minimum=0.1, maximum=3600.0),
+            retry_attempts=env.int("ARCHIVE_RETRY_ATTEMPTS", 4, minimum=1, maximum=20),
+            retry_base_delay_seconds=base_delay,
+            retry_max_delay_seconds=max_delay,
+            allowed_hosts=frozenset(hosts) if hosts else None,
+            allow_loopback=env.bool("ARCHIVE_ALLOW_LOOPBACK", default=False),
+            enable_idempotence=env.bool("KAFKA_ENABLE_IDEMPOTENCE", default=True),
+            publish_timeout_seconds=env.float("PUBLISH_TIMEOUT_SECONDS", 10.0,
+                                              minimum=0.1, maximum=120.0),
+            shutdown_timeout_seconds=env.float("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
+            admin_host=env.str("ADMIN_HOST", "0.0.0.0"),
+            admin_port=env.port("ADMIN_PORT", DEFAULT_ADMIN_PORT),
+            log_level=read_log_level(env),
+        )

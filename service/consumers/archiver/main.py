@@ -1,0 +1,177 @@
+"""``python -m service archiver``: the archiving consumer and its admin port in one process.
+
+Start-up: the producer connects in the background; the consumer joins its group once the
+producer is connected (a processed event must be reportable). Shutdown (SIGTERM/SIGINT):
+the consumer stops fetching, in-flight events get ``SHUTDOWN_TIMEOUT_SECONDS`` to finish
+and are abandoned after it (their temporary files removed, their offsets not committed),
+what is done is committed, the group is left, then the producer is flushed. An outage
+that stopped the consumer (storage or Kafka publishing) ends the process with exit code 1
+so the orchestrator restarts it; nothing past the failed event was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import aiohttp
+import structlog
+from aiohttp.abc import AbstractResolver
+from prometheus_client import CollectorRegistry
+
+from service.config.archiver import ArchiverConfig
+from service.consumers.archiver.download import DownloadLimits, make_session
+from service.consumers.archiver.metrics import PREFIX, ArchiverMetrics
+from service.consumers.archiver.netguard import AddressPolicy
+from service.consumers.archiver.processor import (
+    ArchiveProcessor,
+    ProcessorSettings,
+    downloader,
+)
+from service.contracts.codec import ARCHIVE_FAILED_V1, ARCHIVED_V1, SchemaCodec
+from service.kafka.consumer import ConsumerMetrics, ConsumerOptions, StreamConsumer
+from service.kafka.producer import KafkaPublisher, ProducerOptions
+from service.observability.admin import create_admin_app
+from service.runtime import Listener, ShutdownFlag, serve
+from service.storage.base import StorageError
+
+log = structlog.get_logger(__name__)
+
+
+def download_limits(config: ArchiverConfig) -> DownloadLimits:
+    return DownloadLimits(
+        max_bytes=config.max_bytes,
+        max_redirects=3,
+        connect_timeout=config.connect_timeout_seconds,
+        total_timeout=config.total_timeout_seconds,
+        read_timeout=config.read_timeout_seconds,
+    )
+
+
+def address_policy(config: ArchiverConfig) -> AddressPolicy:
+    return AddressPolicy(allow_loopback=config.allow_loopback,
+                         allowed_hosts=config.allowed_hosts)
+
+
+def _log_start(config: ArchiverConfig) -> None:
+    if config.allow_loopback:
+        log.warning("loopback_downloads_allowed",
+                    detail="ARCHIVE_ALLOW_LOOPBACK is on: for tests only, never in production")
+    log.info("archiver_starting", events_topic=config.topics.events,
+             archived_topic=config.topics.archived,
+             dead_letter_topic=config.topics.archive_failed, group=config.group_id,
+             concurrency=config.concurrency, max_bytes=config.max_bytes,
+             storage=config.store.uri("task/track/audio").rsplit("/", 3)[0])
+
+
+def build_processor(config: ArchiverConfig, registry: CollectorRegistry,
+                    publisher: KafkaPublisher, session: aiohttp.ClientSession,
+                    tmp_dir: Path) -> ArchiveProcessor:
+    policy = address_policy(config)
+    limits = download_limits(config)
+    codec = SchemaCodec.load()
+    return ArchiveProcessor(
+        store=config.store,
+        publisher=publisher,
+        fetch=downloader(session, limits, policy, attempts=config.retry_attempts,
+                         base_delay=config.retry_base_delay_seconds,
+                         max_delay=config.retry_max_delay_seconds),
+        settings=ProcessorSettings(
+            archived_topic=config.topics.archived,
+            dead_letter_topic=config.topics.archive_failed,
+            archived_schema=codec.schema_id(ARCHIVED_V1),
+            dead_letter_schema=codec.schema_id(ARCHIVE_FAILED_V1),
+            concurrency=config.concurrency,
+            publish_timeout_seconds=config.publish_timeout_seconds,
+        ),
+        metrics=ArchiverMetrics(registry),
+        tmp_dir=tmp_dir,
+    )
+
+
+async def run_archiver(
+    config: ArchiverConfig,
+    *,
+    registry: CollectorRegistry | None = None,
+    resolver: AbstractResolver | None = None,
+    shutdown: ShutdownFlag | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT (or ``shutdown`` is set); return the process exit code.
+
+    ``resolver`` replaces the DNS resolver inside the network guard (tests); ``shutdown``
+    lets an in-process caller stop it (signal handlers are installed only without it).
+    """
+    _log_start(config)
+    registry = registry if registry is not None else CollectorRegistry()
+    if shutdown is None:
+        shutdown = ShutdownFlag()
+        shutdown.install()
+    flag = shutdown
+    publisher = KafkaPublisher(config.kafka,
+                               ProducerOptions(enable_idempotence=config.enable_idempotence))
+    crashed = False
+    consume_task: asyncio.Task[None] | None = None
+
+    with tempfile.TemporaryDirectory(prefix="archiver-") as tmp:
+        session = make_session(address_policy(config), download_limits(config), resolver)
+        processor = build_processor(config, registry, publisher, session, Path(tmp))
+        consumer = StreamConsumer(
+            config.kafka,
+            ConsumerOptions(
+                topics=(config.topics.events,),
+                group_id=config.group_id,
+                max_in_flight=config.concurrency,
+                shutdown_grace_seconds=config.shutdown_timeout_seconds,
+            ),
+            processor,
+            ConsumerMetrics(registry, PREFIX),
+        )
+
+        async def consume() -> None:
+            nonlocal crashed
+            try:
+                while not await publisher.wait_connected(1.0):
+                    if flag.is_set:
+                        return
+                await consumer.run(lambda: flag.is_set)
+            except Exception:
+                crashed = True
+                log.exception("archiver_stopped_on_failure")
+            finally:
+                flag.event.set()  # the admin listener goes too: the process is done
+
+        async def on_started() -> None:
+            nonlocal consume_task
+            consume_task = asyncio.create_task(consume(), name="archiver-consumer")
+
+        async def readiness() -> str | None:
+            if flag.is_set:
+                return "shutting_down"
+            problem = await consumer.check() or await publisher.check()
+            if problem is not None:
+                return problem
+            try:
+                await config.store.check()
+            except StorageError:
+                return "storage_unreachable"
+            return None
+
+        await publisher.start()
+        try:
+            await serve(
+                [Listener(create_admin_app(registry, readiness), config.admin_host,
+                          config.admin_port, "admin")],
+                shutdown=flag,
+                shutdown_timeout=1.0,
+                on_started=on_started,
+            )
+        finally:
+            flag.event.set()
+            if consume_task is not None:
+                await consume_task  # drains in-flight work and commits what is done
+            await publisher.stop()
+            await session.close()
+            await config.store.close()
+    log.info("archiver_stopped", exit_code=int(crashed))
+    return 1 if crashed else 0
