@@ -26,6 +26,16 @@ def _gateway(_: argparse.Namespace) -> int:
     return 0
 
 
+def _archiver(_: argparse.Namespace) -> int:
+    from service.config.archiver import ArchiverConfig
+    from service.consumers.archiver.main import run_archiver
+    from service.observability.logging import configure_logging
+
+    config = ArchiverConfig.from_env()
+    configure_logging(config.log_level, process="archiver")
+    return asyncio.run(run_archiver(config))
+
+
 def _metrics(_: argparse.Namespace) -> int:
     from service.config.metrics import MetricsConfig
     from service.consumers.metrics.main import run_metrics
@@ -81,6 +91,7 @@ def _dev(_: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "gateway": _gateway,
+    "archiver": _archiver,
     "metrics": _metrics,
     "topics": _topics,
     "sign-url": _sign_url,
@@ -92,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("gateway", help="serve provider callbacks and publish them to Kafka")
+    sub.add_parser("archiver", help="archive audio and covers of events to object storage")
     sub.add_parser("metrics", help="turn the event stream into Prometheus metrics")
     sub.add_parser("dev", help="the whole local stack on an embedded broker (make run)")
     sign = sub.add_parser(
