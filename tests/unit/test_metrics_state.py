@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import orjson
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
+from service.config.gateway import TopicNames
+from service.consumers.metrics.exporter import MusicMetrics
+from service.consumers.metrics.processor import MetricsProcessor, StateTables
 from service.consumers.metrics.state import Partition, TaskStates
 
 P0: Partition = ("events", 0)
@@ -172,3 +177,53 @@ def test_behaves_like_a_simple_model_and_stays_within_bounds(
     for _, partition in model.values():
         expected[("events", partition)] = expected.get(("events", partition), 0) + 1
     assert states.partitions() == expected
+
+
+# ---- the processor around the state: bad data never raises and never enters the state -------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
+    | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                               max_size=5),
+    max_leaves=20,
+)
+event_like = st.fixed_dictionaries(
+    {},
+    optional={"event_id": json_values | st.just("e" * 32), "task_id": json_values | st.just("t"),
+              "stage": json_values | st.sampled_from(["text", "first", "complete", "error"]),
+              "code": json_values, "received_at": json_values | st.just("2026-01-01T00:00:00Z"),
+              "tracks": json_values | st.lists(st.dictionaries(
+                  st.sampled_from(["duration_seconds", "created_at"]), json_values))},
+)
+values = st.one_of(st.none(), st.binary(max_size=64),
+                   st.builds(orjson.dumps, json_values), st.builds(orjson.dumps, event_like))
+header_lists = st.lists(st.tuples(
+    st.sampled_from(["ce_id", "ce_subject", "ce_type", "ce_time", "traceparent", "x"]),
+    st.one_of(st.none(), st.binary(max_size=40))), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["events", "archived", "failed"]),
+       st.one_of(st.none(), st.binary(max_size=20)), values, header_lists)
+async def test_the_processor_never_raises_on_arbitrary_records(
+    topic: str, key: bytes | None, value: bytes | None,
+    headers: list[tuple[str, bytes | None]],
+) -> None:
+    registry = CollectorRegistry()
+    processor = MetricsProcessor(
+        topics=TopicNames(events="events", archived="archived", archive_failed="failed"),
+        metrics=MusicMetrics(registry),
+        state=StateTables(ttl_seconds=60, max_entries=10, clock=FakeClock()),
+    )
+    record = ConsumerRecord(topic, 0, 0, 0, 0, key, value, None, 0, 0, headers)
+    await processor.process(record)
+    invalid = registry.get_sample_value("music_invalid_records_total",
+                                        {"topic": "archive_failed" if topic == "failed"
+                                         else topic})
+    entries = sum(registry.get_sample_value("music_task_state_entries", {"table": table}) or 0
+                  for table in ("events", "archive"))
+    assert invalid in (0.0, 1.0)
+    assert entries <= 1
+    if invalid:
+        assert entries == 0  # a record that cannot be read leaves no state behind
