@@ -15,15 +15,22 @@ import aiohttp
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config.env import Env
+from service.config.metrics import MetricsConfig
+from service.consumers.metrics.exporter import MusicMetrics
+from service.consumers.metrics.main import MetricsConsumerLoop
+from service.consumers.metrics.processor import MetricsProcessor, StateTables
 from service.contracts.codec import EVENT_V1, SchemaCodec
 from service.core.model import KIND_EXTEND_MUSIC, CallbackEvent, Decoded
 from service.core.normalize import decode, normalize
 from service.core.records import Headers, cloudevent_headers
+from service.kafka.consumer import ConsumerMetrics
 from service.kafka.topics import ensure_topics, project_topics
 from service.observability.tracing import kafka_header, start_or_continue
+from service.runtime import ShutdownFlag
 from tests.harness.kafka_broker import KafkaBroker
 from tests.support import free_port
 from tests.support_kafka import gateway_config, gateway_env, unique, wait_until
@@ -317,3 +324,41 @@ async def test_a_traceparent_sent_to_the_gateway_appears_in_the_metrics_consumer
     messages = [line for line in consumer.log_lines() if line.get("event") == "message"]
     assert [line.get("trace_id") for line in requests] == [trace_id]
     assert [(line["event_id"], line["trace_id"]) for line in messages] == [(event_id, trace_id)]
+
+
+@pytest.mark.kafka
+async def test_an_archive_topic_created_later_is_picked_up_without_a_restart(
+    kafka_broker: KafkaBroker, kafka_topic_factory: Any,
+) -> None:
+    events, stored = kafka_topic_factory(partitions=1), unique("test.archived-later")
+    env = metrics_env(kafka_broker.bootstrap_servers, free_port(), EVENTS_TOPIC=events,
+                      ARCHIVED_TOPIC=stored, ARCHIVE_DLQ_TOPIC=unique("absent"))
+    config = MetricsConfig.from_env(Env(env))
+    registry = CollectorRegistry()
+    processor = MetricsProcessor(topics=config.topics, metrics=MusicMetrics(registry),
+                                 state=StateTables(ttl_seconds=60, max_entries=100))
+    shutdown = ShutdownFlag()
+    loop = MetricsConsumerLoop(config, processor, ConsumerMetrics(registry, "metrics"), shutdown,
+                               recheck_seconds=0.3)
+    running = asyncio.create_task(loop.run())
+
+    def sample(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    async def counted(name: str, **labels: str) -> bool:
+        return sample(name, **labels) == 1
+
+    try:
+        await produce(kafka_broker.bootstrap_servers, [callback(events, "task-a", "text", at=0)])
+        await wait_until(lambda: counted("music_callbacks_total", stage="text", code="200"),
+                         timeout=20)
+        kafka_topic_factory(partitions=1, name=stored)
+        await produce(kafka_broker.bootstrap_servers, [archived(stored, "task-a", "audio", 10)])
+        await wait_until(lambda: counted("music_archived_objects_total", kind="audio"),
+                         timeout=20)
+    finally:
+        shutdown.event.set()
+        await asyncio.wait_for(running, 20)
+    # The events already committed were not read again by the re-subscribed member.
+    assert sample("music_callbacks_total", stage="text", code="200") == 1
+    assert sample("metrics_messages_total", outcome="ok") == 2
