@@ -638,7 +638,7 @@ class KafkaBroker:
     async def _probe(self) -> None:
         """Ready = metadata over PLAINTEXT lists the broker, the group coordinator answers
         (this also creates __consumer_offsets up front), and SCRAM login works."""
-        from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 - only when starting
+        from aiokafka.admin import AIOKafkaAdminClient
 
         admin = AIOKafkaAdminClient(
             **self.client_kwargs(), client_id="kafka-harness-probe", request_timeout_ms=5000

@@ -77,8 +77,8 @@ async def create_topic(
     config: Mapping[str, str] | None = None,
 ) -> None:
     """Create ``name`` over PLAINTEXT and wait until every partition has a leader."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415 - keep import lazy
-    from aiokafka.errors import for_code  # noqa: PLC0415
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import for_code
 
     admin = AIOKafkaAdminClient(**broker.client_kwargs(), client_id="kafka-harness-admin")
     try:
@@ -107,7 +107,7 @@ async def create_topic(
 
 
 async def delete_topics(broker: KafkaBroker, names: list[str]) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 - keep import lazy
+    from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(**broker.client_kwargs(), client_id="kafka-harness-admin")
     try:

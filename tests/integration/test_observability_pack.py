@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config.env import Env
@@ -25,8 +26,6 @@ from tests.harness.kafka_broker import KafkaBroker
 from tests.support import free_port
 from tests.support_kafka import gateway_config, gateway_env, unique
 from tests.support_process import REPO, ServiceProcess
-
-yaml: Any = pytest.importorskip("yaml", reason="PyYAML reads the rules files")
 
 DASHBOARD = REPO / "deploy" / "grafana" / "music-callbacks-dashboard.json"
 RULES = REPO / "deploy" / "prometheus" / "alerts.rules.yml"
