@@ -1,0 +1,591 @@
+"""The archiver in-process (``run_archiver``) against the real broker, real storage (a
+directory, and S3Proxy) and local HTTP servers on 127.0.0.1 that serve real audio (a WAV
+generated here) and images (a PNG generated here).
+
+Network safety: the ``jail`` fixture of tests/integration/test_download.py is active for
+every test here (autouse): a connect to a non-loopback address or a lookup of a real name
+fails and fails the test. Names in payload URLs are answered by an injected resolver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import struct
+import time
+import zlib
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.abc import AbstractResolver
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from prometheus_client import CollectorRegistry
+
+from service.config.archiver import ArchiverConfig
+from service.config.env import Env
+from service.consumers.archiver.keys import ObjectKind, archive_event_id
+from service.consumers.archiver.main import run_archiver
+from service.contracts.codec import ARCHIVE_FAILED_V1, ARCHIVED_V1, EVENT_V1, SchemaCodec
+from service.runtime import ShutdownFlag
+from service.storage.base import ObjectMetadata
+from service.storage.factory import open_store
+from tests.harness.kafka_broker import KafkaBroker
+from tests.harness.kafka_fixtures import KafkaTopicFactory
+from tests.harness.s3proxy import S3ProxyServer
+from tests.integration.test_download import (
+    WAV,
+    Canary,
+    FakeResolver,
+    Jail,
+    Server,
+    Servers,
+    canaries,
+    jail,
+    servers,
+    wav_handler,
+)
+from tests.support import free_port
+from tests.support_kafka import headers_of, read_records, unique
+
+pytestmark = pytest.mark.kafka
+
+# Fixtures shared with the downloader's tests; ``jail`` is autouse: no packet leaves loopback.
+SHARED_FIXTURES = (canaries, jail, servers)
+
+CODEC = SchemaCodec.load()
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+SHA_WAV = hashlib.sha256(WAV).hexdigest()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def make_png(width: int = 16, height: int = 16) -> bytes:
+    """A real RGB PNG (a gradient)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    rows = b"".join(
+        b"\x00" + bytes(v for x in range(width) for v in (x * 16 % 256, y * 16 % 256, 128))
+        for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+PNG = make_png()
+SHA_PNG = hashlib.sha256(PNG).hexdigest()
+
+
+# --------------------------------------------------------------------------- events
+
+
+def track(track_id: str | None, *, audio: str | None = None, source_audio: str | None = None,
+          image: str | None = None, source_image: str | None = None,
+          title: str | None = "Night Drive", duration: float | None = 2.0) -> dict[str, Any]:
+    return {"id": track_id, "title": title, "prompt": "[Verse] test", "model_name": "chirp-v4",
+            "tags": ["test"], "duration_seconds": duration, "created_at": None,
+            "audio_url": audio, "source_audio_url": source_audio, "stream_audio_url": None,
+            "source_stream_audio_url": None, "image_url": image, "source_image_url": source_image}
+
+
+def event(task_id: str, *tracks: dict[str, Any], stage: str = "complete",
+          event_id: str | None = None) -> dict[str, Any]:
+    document = {
+        "event_id": event_id or hashlib.sha256(os.urandom(8)).hexdigest()[:32],
+        "task_id": task_id, "kind": "extend-music", "stage": stage, "code": 200,
+        "message": "ok", "received_at": "2026-11-25T10:00:00Z", "error": None,
+        "tracks": list(tracks), "raw": {"code": 200},
+    }
+    assert CODEC.errors(EVENT_V1, document) == []
+    return document
+
+
+@dataclass(frozen=True)
+class Produced:
+    partition: int
+    offset: int
+
+
+async def produce(bootstrap: str, topic: str, *events: dict[str, Any]) -> list[Produced]:
+    """Publish like the gateway does: CloudEvents binary mode, key = task id, traceparent."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    placed: list[Produced] = []
+    try:
+        for document in events:
+            metadata = await producer.send_and_wait(
+                topic, orjson.dumps(document), key=document["task_id"].encode(),
+                headers=[("ce_specversion", b"1.0"), ("ce_id", document["event_id"].encode()),
+                         ("ce_type", f"music.callback.extend-music.{document['stage']}"
+                          .encode()),
+                         ("ce_source", b"/callbacks/extend-music"),
+                         ("content-type", b"application/json"),
+                         ("traceparent", TRACEPARENT.encode())])
+            placed.append(Produced(metadata.partition, metadata.offset))
+    finally:
+        await producer.stop()
+    return placed
+
+
+def values(records: list[ConsumerRecord[bytes, bytes]]) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value or b"null") for r in records]
+
+
+def object_id(value: dict[str, Any]) -> tuple[str, str, str]:
+    return value["task_id"], value["track_id"], value["object"]
+
+
+# --------------------------------------------------------------------------- media server
+
+
+class Media:
+    """Route handlers for the local file server, with per-path hit counts."""
+
+    def __init__(self, servers: Servers) -> None:
+        self.servers = servers
+        self.hits: Counter[str] = Counter()
+        self.server: Server | None = None
+
+    def url(self, path: str) -> str:
+        assert self.server is not None
+        return self.server.at(path)
+
+    async def start(self, routes: dict[str, Handler]) -> Media:
+        def counted(path: str, handler: Handler) -> Handler:
+            async def wrapped(request: web.Request) -> web.StreamResponse:
+                self.hits[path] += 1
+                return await handler(request)
+            return wrapped
+
+        self.server = await self.servers.start({p: counted(p, h) for p, h in routes.items()})
+        return self
+
+
+def png_handler() -> Handler:
+    return wav_handler("image/png", PNG)
+
+
+def status_then(statuses: list[int], handler: Handler) -> Handler:
+    remaining = list(statuses)
+
+    async def flaky(request: web.Request) -> web.StreamResponse:
+        if remaining:
+            return web.Response(status=remaining.pop(0))
+        return await handler(request)
+
+    return flaky
+
+
+def redirect_to(location: str) -> Handler:
+    async def bounce(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=302, headers={"Location": location})
+
+    return bounce
+
+
+# --------------------------------------------------------------------------- running it
+
+
+def archiver_env(bootstrap: str, topics: tuple[str, str, str], storage_url: str,
+                 **overrides: str) -> dict[str, str]:
+    events, archived, dead = topics
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "EVENTS_TOPIC": events,
+        "ARCHIVED_TOPIC": archived,
+        "ARCHIVE_DLQ_TOPIC": dead,
+        "ARCHIVE_STORAGE_URL": storage_url,
+        "ARCHIVER_GROUP_ID": unique("archiver"),
+        "ARCHIVE_ALLOW_LOOPBACK": "true",
+        "ADMIN_HOST": "127.0.0.1",
+        "ADMIN_PORT": str(free_port()),
+        "ARCHIVE_CONNECT_TIMEOUT_SECONDS": "1",
+        "ARCHIVE_TOTAL_TIMEOUT_SECONDS": "5",
+        "ARCHIVE_READ_TIMEOUT_SECONDS": "2",
+        "ARCHIVE_RETRY_ATTEMPTS": "3",
+        "ARCHIVE_RETRY_BASE_DELAY_SECONDS": "0.05",
+        "ARCHIVE_RETRY_MAX_DELAY_SECONDS": "0.2",
+        "SHUTDOWN_TIMEOUT_SECONDS": "2",
+    }
+    env.update(overrides)
+    return env
+
+
+def make_topics(factory: KafkaTopicFactory) -> tuple[str, str, str]:
+    return factory(partitions=2), factory(partitions=1), factory(partitions=1)
+
+
+@dataclass
+class Running:
+    env: dict[str, str]
+    config: ArchiverConfig
+    registry: CollectorRegistry
+    shutdown: ShutdownFlag
+    task: asyncio.Task[int]
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.config.admin_port}"
+
+    async def stop(self) -> int:
+        self.shutdown.event.set()
+        return await asyncio.wait_for(self.task, 30)
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session, session.get(self.admin + path) as r:
+            return r.status, await r.text()
+
+    async def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert not self.task.done(), "the archiver stopped early"
+            try:
+                status, _ = await self.get("/readyz")
+            except aiohttp.ClientError:
+                status = 0
+            if status == 200:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("archiver not ready in time")
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
+Start = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def archivers() -> AsyncIterator[Start]:
+    started: list[Running] = []
+
+    async def start(env: dict[str, str], *, resolver: AbstractResolver | None = None,
+                    ready: bool = True) -> Running:
+        config = ArchiverConfig.from_env(Env(env))
+        registry = CollectorRegistry()
+        shutdown = ShutdownFlag()
+        task = asyncio.create_task(run_archiver(config, registry=registry, resolver=resolver,
+                                                shutdown=shutdown))
+        running = Running(env, config, registry, shutdown, task)
+        started.append(running)
+        if ready:
+            await running.wait_ready()
+        return running
+
+    yield start
+    for running in started:
+        if not running.task.done():
+            await running.stop()
+
+
+def loopback_only(jail: Jail, *allowed_ports: int) -> list[tuple[str, int]]:
+    """Connections the jail saw to anything but the given loopback ports."""
+    return [(host, port) for host, port in jail.connects if port not in allowed_ports]
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("backend", ["file", pytest.param("s3", marks=pytest.mark.s3)])
+async def test_happy_path_stores_audio_and_covers_and_reports_them(
+    *, backend: str, kafka_broker: KafkaBroker, kafka_topic_factory: KafkaTopicFactory,
+    servers: Servers, archivers: Start, tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:
+    media = await Media(servers).start({"/a.wav": wav_handler(), "/c.png": png_handler(),
+                                        "/src.wav": wav_handler("audio/x-wav"),
+                                        "/src.png": png_handler()})
+    if backend == "s3":
+        s3: S3ProxyServer = request.getfixturevalue("s3_server")
+        bucket: str = request.getfixturevalue("s3_bucket")
+        storage_url = f"s3://{bucket}/archive"
+        extra = {"AWS_ENDPOINT_URL": s3.endpoint_url, "AWS_ACCESS_KEY_ID": s3.access_key_id,
+                 "AWS_SECRET_ACCESS_KEY": s3.secret_access_key, "AWS_REGION": s3.region}
+    else:
+        storage_url, extra = (tmp_path / "archive").as_uri(), {}
+    topics = make_topics(kafka_topic_factory)
+    env = archiver_env(kafka_broker.bootstrap_servers, topics, storage_url, **extra)
+    title = "Ünïcødé 🎵 «Song» 100% a/b"
+    document = event(
+        "task/happy 1",  # ids are percent-encoded into the key
+        track("t1", audio=media.url("/a.wav"), image=media.url("/c.png")),
+        track("t2", source_audio=media.url("/src.wav"), source_image=media.url("/src.png"),
+              title=title, duration=187.25),
+        track("t3"),  # no audio yet: nothing to do
+    )
+    await produce(kafka_broker.bootstrap_servers, topics[0], document)
+    archiver = await archivers(env)
+
+    records = await read_records(kafka_broker.bootstrap_servers, topics[1], expect=4)
+    reports = {object_id(v): (v, headers_of(r)) for v, r in zip(values(records), records,
+                                                                 strict=True)}
+    assert len(records) == 4
+    prefix = "task%2Fhappy%201"
+    expected: dict[tuple[str, ObjectKind], tuple[str, str, int, str]] = {
+        ("t1", "audio"): (media.url("/a.wav"), SHA_WAV, len(WAV), "audio/wav"),
+        ("t1", "cover"): (media.url("/c.png"), SHA_PNG, len(PNG), "image/png"),
+        ("t2", "audio"): (media.url("/src.wav"), SHA_WAV, len(WAV), "audio/x-wav"),
+        ("t2", "cover"): (media.url("/src.png"), SHA_PNG, len(PNG), "image/png"),
+    }
+    store = open_store(storage_url, Env(env))
+    for (track_id, kind), (url, sha, size, content_type) in expected.items():
+        value, headers = reports[("task/happy 1", track_id, kind)]
+        assert CODEC.errors(ARCHIVED_V1, value) == []
+        key = f"{prefix}/{track_id}/{kind}"
+        assert value["uri"] == store.uri(key)
+        assert (value["sha256"], value["size"], value["content_type"], value["source_url"]) \
+            == (sha, size, content_type, url)
+        assert value["source_event_id"] == document["event_id"]
+        assert value["already_stored"] is False
+        assert value["title"] == ("Night Drive" if track_id == "t1" else title)
+        assert headers["ce_id"] == archive_event_id("task/happy 1", track_id, kind, sha)
+        assert headers["ce_type"] == "music.archive.stored"
+        assert headers["ce_source"] == "/archiver"
+        assert headers["traceparent"] == TRACEPARENT
+        assert records[0].key == b"task/happy 1"
+        # The object and its metadata, read back through the store.
+        assert await store.stat(key) == ObjectMetadata(
+            content_type=content_type, size=size, sha256=sha, source_url=url,
+            title=value["title"], duration_seconds=value["duration_seconds"])
+    assert reports[("task/happy 1", "t2", "audio")][0]["duration_seconds"] == 187.25
+    assert reports[("task/happy 1", "t1", "cover")][0]["duration_seconds"] is None
+
+    if backend == "s3":
+        assert sorted(s3.list_keys(bucket)) == sorted(
+            f"archive/{prefix}/{t}/{k}" for t, k in expected)
+        _, body = s3.request("GET", f"/{bucket}/archive/{prefix}/t1/audio")
+        assert body == WAV
+    else:
+        root = tmp_path / "archive" / prefix
+        assert (root / "t1" / "audio").read_bytes() == WAV
+        assert (root / "t2" / "cover").read_bytes() == PNG
+        assert sorted(p.name for p in (root / "t1").iterdir()) == [
+            "audio", "audio.json", "cover", "cover.json"]
+
+    status, metrics = await archiver.get("/metrics")
+    assert status == 200
+    for line in [
+        'archiver_objects_stored_total{object="audio",result="stored"} 2.0',
+        'archiver_objects_stored_total{object="cover",result="stored"} 2.0',
+        'archiver_downloads_total{outcome="ok"} 4.0',
+        f'archiver_download_bytes_total{{outcome="ok"}} {float(2 * (len(WAV) + len(PNG)))}',
+        "archiver_download_seconds_count 4.0",
+        "archiver_retries_total 0.0",
+        'archiver_dead_lettered_total{reason="storage"} 0.0',
+        "archiver_in_flight_downloads 0.0",
+        'archiver_messages_total{outcome="ok"} 1.0',
+    ]:
+        assert line in metrics, line
+    assert "archiver_consumer_lag{" in metrics
+    assert await archiver.stop() == 0
+    assert media.hits == {"/a.wav": 1, "/c.png": 1, "/src.wav": 1, "/src.png": 1}
+
+
+async def test_redelivery_duplicates_and_first_then_complete_store_each_object_once(
+    kafka_broker: KafkaBroker, kafka_topic_factory: KafkaTopicFactory, servers: Servers,
+    archivers: Start, tmp_path: Path,
+) -> None:
+    media = await Media(servers).start({"/1.wav": wav_handler(), "/1.png": png_handler(),
+                                        "/2.wav": wav_handler(), "/2.png": png_handler(),
+                                        "/1-later.wav": wav_handler()})
+    topics = make_topics(kafka_topic_factory)
+    env = archiver_env(kafka_broker.bootstrap_servers, topics, (tmp_path / "a").as_uri())
+    one = track("t1", audio=media.url("/1.wav"), image=media.url("/1.png"))
+    first = event("task-dup", one, stage="first")
+    # The complete callback names another URL for t1: it must not replace the stored one.
+    complete = event("task-dup", {**one, "audio_url": media.url("/1-later.wav")},
+                     track("t2", audio=media.url("/2.wav"), image=media.url("/2.png")))
+    await produce(kafka_broker.bootstrap_servers, topics[0], first, complete, complete)
+
+    archiver = await archivers(env)
+    records = await read_records(kafka_broker.bootstrap_servers, topics[1], expect=10)
+    assert len(records) == 2 + 4 + 4
+    assert await archiver.stop() == 0
+    # Re-delivery of everything (a new group starts from the beginning): reported, not redone.
+    again = await archivers({**env, "ARCHIVER_GROUP_ID": unique("archiver"),
+                             "ADMIN_PORT": str(free_port())})
+    records = await read_records(kafka_broker.bootstrap_servers, topics[1], expect=20)
+    assert len(records) == 20
+    assert await again.stop() == 0
+
+    by_object: dict[tuple[str, str, str], list[tuple[str, bool]]] = {}
+    for record, value in zip(records, values(records), strict=True):
+        by_object.setdefault(object_id(value), []).append(
+            (headers_of(record)["ce_id"], value["already_stored"]))
+    assert sorted(by_object) == [("task-dup", "t1", "audio"), ("task-dup", "t1", "cover"),
+                                 ("task-dup", "t2", "audio"), ("task-dup", "t2", "cover")]
+    for reports in by_object.values():
+        assert len({ce_id for ce_id, _ in reports}) == 1  # re-reports share the id
+        assert [stored for stored in reports if not stored[1]] == reports[:1]  # stored once
+    assert media.hits == {"/1.wav": 1, "/1.png": 1, "/2.wav": 1, "/2.png": 1}
+    root = tmp_path / "a" / "task-dup"
+    assert (root / "t1" / "audio").read_bytes() == WAV
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    assert files == ["t1", "t1/audio", "t1/audio.json", "t1/cover", "t1/cover.json",
+                     "t2", "t2/audio", "t2/audio.json", "t2/cover", "t2/cover.json"]
+    dead = await read_records(kafka_broker.bootstrap_servers, topics[2], expect=0, timeout=0.5)
+    assert dead == []
+
+
+async def test_failed_downloads_are_dead_lettered_with_their_reason(
+    *, kafka_broker: KafkaBroker, kafka_topic_factory: KafkaTopicFactory, servers: Servers,
+    archivers: Start, tmp_path: Path, jail: Jail,
+) -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await servers.release.wait()
+        return web.Response(body=WAV, content_type="audio/wav")
+
+    big = wav_handler(body=WAV * 12)  # ~1 MiB, over the 300 KB limit below
+    resolver = FakeResolver({"evil.test": ["10.0.0.5"]})
+    routes: dict[str, Handler] = {
+        "/ok.wav": wav_handler(), "/ok.png": png_handler(),
+        "/flaky.wav": status_then([503], wav_handler()),
+        "/missing.wav": status_then([404] * 10, wav_handler()),
+        "/big.wav": big,
+        "/page.html": wav_handler("text/html; charset=utf-8", b"<html>expired</html>"),
+        "/slow.wav": slow,
+        "/to-file": redirect_to("file:///etc/passwd"),
+        "/to-metadata": redirect_to("http://169.254.169.254/latest/meta-data/"),
+        "/to-private": redirect_to("http://evil.test:8080/x.wav"),  # -> 10.0.0.5
+    }
+    media = await Media(servers).start(routes)
+    topics = make_topics(kafka_topic_factory)
+    env = archiver_env(kafka_broker.bootstrap_servers, topics, (tmp_path / "a").as_uri(),
+                       ARCHIVE_MAX_BYTES="300000", ARCHIVE_TOTAL_TIMEOUT_SECONDS="1",
+                       ARCHIVE_RETRY_ATTEMPTS="2")
+    cases = {
+        "t-missing": ("/missing.wav", "http_status", 1),
+        "t-big": ("/big.wav", "too_large", 1),
+        "t-html": ("/page.html", "bad_content_type", 1),
+        "t-slow": ("/slow.wav", "timeout", 2),
+        "t-file": ("/to-file", "forbidden_scheme", 1),
+        "t-metadata": ("/to-metadata", "forbidden_address", 1),
+        "t-private": ("/to-private", "forbidden_address", 1),
+    }
+    document = event(
+        "task-fail",
+        track("t-ok", audio=media.url("/ok.wav"), image=media.url("/ok.png")),
+        track("t-flaky", audio=media.url("/flaky.wav")),
+        *(track(track_id, audio=media.url(path)) for track_id, (path, _, _) in cases.items()),
+    )
+    [placed] = await produce(kafka_broker.bootstrap_servers, topics[0], document)
+    archiver = await archivers(env, resolver=resolver)
+
+    dead = await read_records(kafka_broker.bootstrap_servers, topics[2], expect=len(cases))
+    archived = await read_records(kafka_broker.bootstrap_servers, topics[1], expect=3)
+    assert sorted(object_id(v)[1:] for v in values(archived)) == [
+        ("t-flaky", "audio"), ("t-ok", "audio"), ("t-ok", "cover")]
+    assert len(dead) == len(cases)
+    for record, value in zip(dead, values(dead), strict=True):
+        assert CODEC.errors(ARCHIVE_FAILED_V1, value) == []
+        path, reason, attempts = cases[value["track_id"]]
+        assert record.key == b"task-fail"
+        assert (value["object"], value["url"], value["reason"]) == ("audio", media.url(path),
+                                                                   reason)
+        assert value["attempts"] == attempts
+        assert (value["topic"], value["partition"], value["offset"]) == (
+            topics[0], placed.partition, placed.offset)
+        assert value["source_event_id"] == document["event_id"]
+        assert value["detail"]
+        assert headers_of(record)["reason"] == reason
+        assert headers_of(record)["traceparent"] == TRACEPARENT
+    for _, reason, _ in cases.values():
+        assert archiver.metric("archiver_dead_lettered_total", reason=reason) >= 1
+    assert archiver.metric("archiver_dead_lettered_total", reason="forbidden_address") == 2
+    assert archiver.metric("archiver_retries_total") == 1 + 1  # flaky once, slow once
+    assert archiver.metric("archiver_downloads_total", outcome="ok") == 3
+    assert archiver.metric("archiver_download_circuit_open") == 0  # one host: data problem
+    assert media.hits["/flaky.wav"] == 2
+    assert media.hits["/missing.wav"] == 1  # 404 is permanent: no retry
+    assert resolver.calls == ["evil.test"]
+    assert await archiver.stop() == 0
+    # Nothing partial or refused reached storage.
+    root = tmp_path / "a" / "task-fail"
+    assert sorted(p.name for p in root.iterdir()) == ["t-flaky", "t-ok"]
+    assert media.server is not None
+    kafka_port = int(kafka_broker.bootstrap_servers.rsplit(":", 1)[1])
+    assert loopback_only(jail, kafka_port, media.server.port, archiver.config.admin_port) == []
+
+
+async def test_names_resolving_to_forbidden_addresses_are_refused_without_connecting(
+    *, kafka_broker: KafkaBroker, kafka_topic_factory: KafkaTopicFactory,
+    canaries: dict[str, Canary], archivers: Start, tmp_path: Path, jail: Jail,
+) -> None:
+    v4 = canaries["127.0.0.1"].port
+    v6 = canaries["::1"].port if "::1" in canaries else v4
+    resolver = FakeResolver({"private.test": ["10.0.0.5"], "metadata.test": ["169.254.169.254"],
+                             "loopback.test": ["127.0.0.1"], "loopback6.test": ["::1"],
+                             "mixed.test": ["192.168.1.1", "127.0.0.1", "fd00::1"]})
+    urls = {
+        "t-private": f"http://private.test:{v4}/a.wav",
+        "t-metadata": "http://metadata.test/latest/meta-data/",
+        "t-loopback": f"http://loopback.test:{v4}/a.wav",
+        "t-loopback6": f"http://loopback6.test:{v6}/a.wav",
+        "t-mixed": f"http://mixed.test:{v4}/a.wav",
+        "t-literal": f"http://127.0.0.1:{v4}/a.wav",
+        "t-octal": f"http://0177.0.0.1:{v4}/a.wav",
+        "t-mapped": f"http://[::ffff:127.0.0.1]:{v4}/a.wav",
+        "t-ftp": f"ftp://127.0.0.1:{v4}/a.wav",
+    }
+    topics = make_topics(kafka_topic_factory)
+    # Production setting: loopback refused like any other internal address.
+    env = archiver_env(kafka_broker.bootstrap_servers, topics, (tmp_path / "a").as_uri(),
+                       ARCHIVE_ALLOW_LOOPBACK="false")
+    document = event("task-ssrf", *(track(t, audio=u, image=u) for t, u in urls.items()))
+    await produce(kafka_broker.bootstrap_servers, topics[0], document)
+    archiver = await archivers(env, resolver=resolver)
+
+    dead = await read_records(kafka_broker.bootstrap_servers, topics[2], expect=2 * len(urls))
+    assert len(dead) == 2 * len(urls)
+    reasons = {(v["track_id"], v["object"]): v["reason"] for v in values(dead)}
+    for track_id in urls:
+        expected = "forbidden_scheme" if track_id == "t-ftp" else "forbidden_address"
+        assert reasons[(track_id, "audio")] == reasons[(track_id, "cover")] == expected
+    assert all(CODEC.errors(ARCHIVE_FAILED_V1, v) == [] for v in values(dead))
+    assert archiver.metric("archiver_downloads_total", outcome="ok") == 0
+    assert await archiver.stop() == 0
+    assert all(canary.accepted == 0 for canary in canaries.values())
+    kafka_port = int(kafka_broker.bootstrap_servers.rsplit(":", 1)[1])
+    # Not one connect(2) for a payload URL: only Kafka and the test's own /readyz polls.
+    assert loopback_only(jail, kafka_port, archiver.config.admin_port) == []
+    assert sorted(set(resolver.calls)) == ["loopback.test", "loopback6.test", "metadata.test",
+                                           "mixed.test", "private.test"]
+    assert not (tmp_path / "a" / "task-ssrf").exists()
+
+
+async def test_storage_outage_is_not_dead_lettered_and_nothing_is_committed(
+    kafka_broker: KafkaBroker, kafka_topic_factory: KafkaTopicFactory, servers: Servers,
+    archivers: Start, tmp_path: Path,
+) -> None:
+    media = await Media(servers).start({"/a.wav": wav_handler()})
+    blocker = tmp_path / "mount"
+    blocker.write_bytes(b"not a directory")  # the storage "device" is broken
+    topics = make_topics(kafka_topic_factory)
+    env = archiver_env(kafka_broker.bootstrap_servers, topics, (blocker / "archive").as_uri())
+    await produce(kafka_broker.bootstrap_servers, topics[0],
+                  event("task-outage", track("t1", audio=media.url("/a.wav"))))
+
+    broken = await archivers(env, ready=False)
+    assert await asyncio.wait_for(broken.task, 30) == 1  # an outage stops the process
+    assert broken.metric("archiver_storage_failures_total", operation="put") == 3
+    assert broken.metric("archiver_messages_total", outcome="error") == 1
+    assert await read_records(kafka_broker.bootstrap_servers, topics[2], expect=0,
+                              timeout=0.5) == []
+
+    blocker.unlink()  # repaired; the restarted process gets the same event again
+    fixed = await archivers({**env, "ADMIN_PORT": str(free_port())})
+    [report] = await read_records(kafka_broker.bootstrap_servers, topics[1], expect=1)
+    assert orjson.loads(report.value or b"")["already_stored"] is False
+    assert await fixed.stop() == 0
+    assert (blocker / "archive" / "task-outage" / "t1" / "audio").read_bytes() == WAV
+    assert media.hits["/a.wav"] == 2
+    assert await read_records(kafka_broker.bootstrap_servers, topics[2], expect=0,
+                              timeout=0.5) == []
