@@ -21,6 +21,20 @@ def rfc3339(moment: datetime) -> str:
     return text + "Z"
 
 
+def epoch_seconds(value: object) -> float | None:
+    """An RFC 3339 / ISO 8601 timestamp (ours: ``received_at``, ``created_at``, ``ce_time``)
+    as epoch seconds; a naive time is read as UTC; anything else is None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 def parse_create_time(value: object, provider_tz: tzinfo) -> str | None:
     """The provider's ``createTime`` in any known form, as RFC 3339 UTC, or None.
 

@@ -31,7 +31,6 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import orjson
@@ -48,6 +47,7 @@ from service.consumers.metrics.exporter import (
     code_label,
 )
 from service.consumers.metrics.state import EvictionCounts, Partition, TaskStates
+from service.core.timefmt import epoch_seconds
 from service.kafka.consumer import Record
 from service.observability.tracing import bind_trace_from_kafka
 
@@ -282,19 +282,6 @@ def _key(key: bytes | None) -> str | None:
         return None
 
 
-def parse_timestamp(value: object) -> float | None:
-    """RFC 3339 / ISO 8601 → epoch seconds (a naive time is read as UTC), or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
 def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -316,9 +303,9 @@ def read_callback(headers: Mapping[str, str], key: bytes | None,
         stage = headers.get("ce_type", "").rpartition(".")[2]
     if stage not in STAGES:
         raise InvalidRecordError("unknown_stage")
-    received_at = parse_timestamp(document.get("received_at"))
+    received_at = epoch_seconds(document.get("received_at"))
     if received_at is None:
-        received_at = parse_timestamp(headers.get("ce_time"))
+        received_at = epoch_seconds(headers.get("ce_time"))
     tracks = document.get("tracks")
     durations: list[float | None] = []
     earliest: float | None = None
@@ -326,7 +313,7 @@ def read_callback(headers: Mapping[str, str], key: bytes | None,
         if not isinstance(track, dict):
             continue
         durations.append(_number(track.get("duration_seconds")))
-        created = parse_timestamp(track.get("created_at"))
+        created = epoch_seconds(track.get("created_at"))
         if created is not None and (earliest is None or created < earliest):
             earliest = created
     return CallbackView(
