@@ -73,9 +73,10 @@ def create_app(
     *,
     registry: CollectorRegistry | None = None,
     codec: SchemaCodec | None = None,
+    publisher: KafkaPublisher | None = None,
 ) -> web.Application:
     metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
-    publisher = build_publisher(config)
+    publisher = publisher if publisher is not None else build_publisher(config)
     guard = Guard(config.security, metrics)
     app = web.Application(
         middlewares=[make_request_middleware(metrics), make_guard_middleware(guard)],
