@@ -196,6 +196,18 @@ def run_async(factory: Callable[[], Coroutine[Any, Any, T]], timeout: float = 30
         return pool.submit(lambda: asyncio.run(bounded())).result()
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """True when every thread of ``pid`` is in the stopped state (``T``) per /proc."""
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the thread exited meanwhile
+        if fields[0] not in ("T", "t"):
+            return False
+    return True
+
+
 def _free_loopback_ports(count: int) -> list[int]:
     socks: list[socket.socket] = []
     try:
@@ -405,6 +417,14 @@ class KafkaBroker:
         proc = self._require_running()
         proc.send_signal(signal.SIGSTOP)
         self._paused = True
+        # SIGSTOP is asynchronous: a thread inside a syscall (an fsync after a restart)
+        # runs on until it returns. Wait until every thread is really stopped, so a
+        # request sent after pause() cannot be answered.
+        deadline = time.monotonic() + 10.0
+        while not _all_threads_stopped(proc.pid):
+            if time.monotonic() > deadline:
+                raise KafkaHarnessError("the broker did not stop after SIGSTOP")
+            time.sleep(0.01)
 
     def resume(self) -> None:
         """SIGCONT the JVM after :meth:`pause`."""

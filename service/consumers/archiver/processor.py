@@ -434,18 +434,20 @@ class ArchiveProcessor:
     async def archive(self, job: Job, context: EventContext) -> None:
         """Store and report one object, or dead-letter it; raise only for an outage."""
         started = time.perf_counter()
+        # The report is published under the lock too, so the reports of one object reach
+        # the topic in the order the work was done: the stored one before any re-report.
         async with self.locks.hold(job.key):
             stored = await self._storage("stat", lambda: self.store.stat(job.key))
             if stored is not None:
                 await self._report(job, context, stored, already_stored=True, started=started)
                 return
             outcome = await self._download_and_store(job)
-        if isinstance(outcome, Failure):
-            await self._dead_letter(job, context, outcome, started=started)
-        else:
-            metadata, attempts = outcome
-            await self._report(job, context, metadata, already_stored=False, started=started,
-                               attempts=attempts)
+            if isinstance(outcome, Failure):
+                await self._dead_letter(job, context, outcome, started=started)
+            else:
+                metadata, attempts = outcome
+                await self._report(job, context, metadata, already_stored=False,
+                                   started=started, attempts=attempts)
 
     async def _download_and_store(self, job: Job) -> tuple[ObjectMetadata, int] | Failure:
         while True:
