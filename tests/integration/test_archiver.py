@@ -43,7 +43,6 @@ from tests.harness.s3proxy import S3ProxyServer
 from tests.integration.test_download import (
     WAV,
     Canary,
-    FakeResolver,
     Jail,
     Server,
     Servers,
@@ -54,6 +53,7 @@ from tests.integration.test_download import (
 )
 from tests.support import free_port
 from tests.support_kafka import headers_of, read_records, unique
+from tests.support_net import FakeResolver
 
 pytestmark = pytest.mark.kafka
 

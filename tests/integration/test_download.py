@@ -43,6 +43,7 @@ from service.consumers.archiver.netguard import (
     GuardedConnector,
     GuardedResolver,
 )
+from tests.support_net import FakeResolver
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -135,35 +136,6 @@ def jail(monkeypatch: pytest.MonkeyPatch) -> Iterator[Jail]:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class FakeResolver(AbstractResolver):
-    """Maps fake names to fixed addresses; never consults real DNS."""
-
-    def __init__(self, answers: dict[str, list[str]] | None = None) -> None:
-        self.answers = answers or {}
-        self.calls: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.calls.append(host)
-        if host not in self.answers:
-            raise OSError(f"fake resolver: unknown host {host} (family {family})")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=ip,
-                port=port,
-                family=socket.AF_INET6 if ":" in ip else socket.AF_INET,
-                proto=0,
-                flags=0,
-            )
-            for ip in self.answers[host]
-        ]
-
-    async def close(self) -> None:
-        return None
 
 
 class Probe:

@@ -7,7 +7,6 @@ import socket
 from typing import TYPE_CHECKING
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +19,7 @@ from service.consumers.archiver.netguard import (
     address_refusal,
     parse_ip_literal,
 )
+from tests.support_net import FakeResolver
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -425,37 +425,6 @@ def test_decimal_spelling_of_any_ipv4_is_never_accepted(value: int) -> None:
 
 
 # --------------------------------------------------------------------------- resolver
-
-
-class FakeResolver(AbstractResolver):
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers = answers
-        self.calls: list[str] = []
-        self.families: list[socket.AddressFamily] = []
-        self.closed = False
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.calls.append(host)
-        self.families.append(family)
-        host = host.lower()  # DNS names are case-insensitive
-        if host not in self.answers:
-            raise OSError(f"fake resolver: unknown host {host}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=ip,
-                port=port,
-                family=socket.AF_INET6 if ":" in ip else socket.AF_INET,
-                proto=0,
-                flags=0,
-            )
-            for ip in self.answers[host]
-        ]
-
-    async def close(self) -> None:
-        self.closed = True
 
 
 async def test_resolver_drops_forbidden_answers() -> None:
