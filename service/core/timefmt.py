@@ -24,15 +24,10 @@ def rfc3339(moment: datetime) -> str:
 def epoch_seconds(value: object) -> float | None:
     """An RFC 3339 / ISO 8601 timestamp (ours: ``received_at``, ``created_at``, ``ce_time``)
     as epoch seconds; a naive time is read as UTC; anything else is None."""
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
         return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    moment = _parse_iso(value, UTC)
+    return None if moment is None else moment.timestamp()
 
 
 def parse_create_time(value: object, provider_tz: tzinfo) -> str | None:
@@ -55,15 +50,20 @@ def parse_create_time(value: object, provider_tz: tzinfo) -> str | None:
     if text.isdigit():
         return _from_epoch(float(text))
     try:
-        parsed = datetime.strptime(text, _PROVIDER_FORMAT)  # noqa: DTZ007 - zone applied below
+        parsed = datetime.strptime(text, _PROVIDER_FORMAT).replace(tzinfo=provider_tz)
     except ValueError:
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=provider_tz)
+        moment = _parse_iso(text, provider_tz)
+        return None if moment is None else rfc3339(moment)
     return rfc3339(parsed)
+
+
+def _parse_iso(text: str, default_tz: tzinfo) -> datetime | None:
+    """ISO 8601 with or without a zone (a zone-less time is read in ``default_tz``)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=default_tz)
 
 
 def _from_epoch(number: float) -> str | None:

@@ -25,7 +25,7 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -49,17 +49,7 @@ RefusalReason = Literal[
     "timeout",
     "network",
 ]
-REFUSAL_REASONS: Final[frozenset[str]] = frozenset(
-    {
-        "forbidden_address",
-        "forbidden_scheme",
-        "too_large",
-        "bad_content_type",
-        "http_status",
-        "timeout",
-        "network",
-    }
-)
+REFUSAL_REASONS: Final[frozenset[str]] = frozenset(get_args(RefusalReason))
 _RETRYABLE_BY_DEFAULT: Final[frozenset[str]] = frozenset({"timeout", "network"})
 
 ALLOWED_SCHEMES: Final[frozenset[str]] = frozenset({"http", "https"})
