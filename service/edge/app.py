@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from service.config.gateway import GatewayConfig
 from service.config.kafka import max_record_bytes
 from service.contracts.codec import SchemaCodec
+from service.core.normalize import decode
 from service.edge.guard import Guard, make_guard_middleware
 from service.edge.http import make_request_middleware, read_body
 from service.edge.ingest import CallbackIngest
@@ -38,7 +39,7 @@ async def extend_music_callback(request: web.Request) -> web.Response:
     ingest = request.app[INGEST_KEY]
     body = await read_body(request, config.max_body_bytes,
                            config.security.body_read_timeout_seconds)
-    decoded = ingest.decode(body)
+    decoded = decode(body)
     verified = request.app[GUARD_KEY].verify(request, body, decoded.task_id)
     if isinstance(verified, web.Response):
         return verified  # refused: nothing reaches any topic

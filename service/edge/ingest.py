@@ -20,7 +20,7 @@ import structlog
 from service.config.gateway import GatewayConfig
 from service.contracts.codec import EVENT_V1, SchemaCodec
 from service.core.model import KIND_EXTEND_MUSIC, CallbackEvent, Decoded, Rejection
-from service.core.normalize import decode, normalize
+from service.core.normalize import normalize
 from service.core.records import cloudevent_headers, rejected_value
 from service.edge.metrics import GatewayMetrics
 from service.kafka.producer import Headers, KafkaPublisher, PublishError
@@ -57,9 +57,6 @@ class CallbackIngest:
         self._clock = clock
         self._dataschema = codec.schema_id(EVENT_V1)
         self._retry_after = str(max(1, math.ceil(config.publish_timeout_seconds)))
-
-    def decode(self, body: bytes) -> Decoded | Rejection:
-        return decode(body)
 
     async def accept(
         self,

@@ -30,6 +30,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.config.kafka import KafkaSettings
+from service.kafka.health import cluster_unreachable
 
 log = structlog.get_logger(__name__)
 
@@ -171,12 +172,7 @@ class StreamConsumer:
         consumer = self._consumer
         if consumer is None or not self.started.is_set():
             return "not_started"
-        try:
-            async with asyncio.timeout(2.0):
-                await consumer._client.fetch_all_metadata()  # no public readiness probe
-        except (TimeoutError, KafkaError, OSError):
-            return "broker_unreachable"
-        return None
+        return await cluster_unreachable(consumer._client)  # aiokafka: no public client
 
     async def run(self, stop: Callable[[], bool]) -> None:
         """Consume until ``stop()`` is true; always drains, commits and leaves the group.

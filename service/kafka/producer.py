@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from service.config.kafka import KafkaSettings
+from service.kafka.health import cluster_unreachable
 
 log = structlog.get_logger(__name__)
 
@@ -126,12 +127,7 @@ class KafkaPublisher:
         producer = self._producer
         if producer is None:
             return self._last_error or "not_connected"
-        try:
-            async with asyncio.timeout(deadline):
-                ok = await producer.client.fetch_all_metadata()
-        except (TimeoutError, KafkaError, OSError):
-            return "broker_unreachable"
-        return None if ok is not None else "broker_unreachable"
+        return await cluster_unreachable(producer.client, deadline)
 
     async def stop(self) -> None:
         """Flush what is buffered and close; safe to call when never connected."""
