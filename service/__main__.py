@@ -48,8 +48,8 @@ def _metrics(_: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
-    from service.config.gateway import read_log_level
     from service.config.kafka import KafkaSettings
+    from service.config.shared import read_log_level
     from service.kafka.topics import ensure_topics, project_topics
     from service.observability.logging import configure_logging
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Final
 
 from service.config.env import ConfigError, Env
-from service.config.gateway import TopicNames, read_log_level
 from service.config.kafka import KafkaSettings
+from service.config.shared import TopicNames, read_log_level
 from service.consumers.archiver.download import DEFAULT_MAX_BYTES
 from service.storage.base import ObjectStore
 from service.storage.factory import STORAGE_URL_VARIABLE, open_store

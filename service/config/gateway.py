@@ -4,36 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
-from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from service.config.env import ConfigError, Env
 from service.config.kafka import COMPRESSION_TYPES, KafkaSettings
+from service.config.shared import TopicNames, read_log_level
 from service.edge.security.config import SecurityConfig
-
-LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-@dataclass(frozen=True)
-class TopicNames:
-    events: str = "music.callbacks.v1"
-    rejected: str = "music.callbacks.rejected.v1"
-    archived: str = "music.audio.archived.v1"
-    archive_failed: str = "music.audio.archive-failed.v1"
-
-    @classmethod
-    def from_env(cls, env: Env) -> TopicNames:
-        defaults = cls()
-        return cls(
-            events=env.str("EVENTS_TOPIC", defaults.events),
-            rejected=env.str("REJECTED_TOPIC", defaults.rejected),
-            archived=env.str("ARCHIVED_TOPIC", defaults.archived),
-            archive_failed=env.str("ARCHIVE_DLQ_TOPIC", defaults.archive_failed),
-        )
-
-
-def read_log_level(env: Env) -> str:
-    return env.choice("LOG_LEVEL", "INFO", LOG_LEVELS)
 
 
 def read_timezone(env: Env, name: str) -> tzinfo:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.config.env import Env
-from service.config.gateway import TopicNames, read_log_level
 from service.config.kafka import KafkaSettings
+from service.config.shared import TopicNames, read_log_level
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from service.config.env import Env
-from service.config.gateway import TopicNames
 from service.config.kafka import KafkaSettings, max_record_bytes
+from service.config.shared import TopicNames
 
 log = structlog.get_logger(__name__)
 

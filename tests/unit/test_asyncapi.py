@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from service.config.gateway import TopicNames
+from service.config.shared import TopicNames
 from service.contracts.codec import SCHEMAS_DIR, SchemaCodec
 
 

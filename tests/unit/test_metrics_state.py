@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from service.config.gateway import TopicNames
+from service.config.shared import TopicNames
 from service.consumers.metrics.exporter import MusicMetrics
 from service.consumers.metrics.processor import MetricsProcessor, StateTables
 from service.consumers.metrics.state import Partition, TaskStates

@@ -37,7 +37,7 @@ import orjson
 import structlog
 from aiokafka import TopicPartition
 
-from service.config.gateway import TopicNames
+from service.config.shared import TopicNames
 from service.consumers.metrics.exporter import (
     DEAD_LETTER_REASONS,
     OBJECT_KINDS,
