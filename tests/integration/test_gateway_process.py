@@ -18,6 +18,17 @@ from tests.support_kafka import gateway_config, gateway_env, headers_of, read_re
 from tests.support_process import ServiceProcess, run_command
 
 CALLBACK = "/callbacks/extend-music"
+ProcessEnv = tuple[dict[str, str], int, int]
+
+
+@pytest.fixture
+async def process_env(kafka_broker: KafkaBroker) -> ProcessEnv:
+    """Environment, callback port and admin port for a gateway process; topics exist."""
+    http_port, admin_port = free_port(), free_port()
+    env = gateway_env(kafka_broker.bootstrap_servers, HTTP_PORT=str(http_port),
+                      ADMIN_PORT=str(admin_port), HTTP_HOST="127.0.0.1", ADMIN_HOST="127.0.0.1")
+    await ensure_topics(gateway_config(env).kafka, project_topics(Env(env)))
+    return env, http_port, admin_port
 
 
 @pytest.mark.parametrize(("overrides", "variable"), [
@@ -40,12 +51,9 @@ def test_bad_configuration_fails_fast_naming_the_variable(
 
 @pytest.mark.kafka
 async def test_admin_port_serves_health_readiness_and_metrics_apart_from_callbacks(
-    kafka_broker: KafkaBroker, tmp_path: Path,
+    kafka_broker: KafkaBroker, process_env: ProcessEnv, tmp_path: Path,
 ) -> None:
-    http_port, admin_port = free_port(), free_port()
-    env = gateway_env(kafka_broker.bootstrap_servers, HTTP_PORT=str(http_port),
-                      ADMIN_PORT=str(admin_port), HTTP_HOST="127.0.0.1", ADMIN_HOST="127.0.0.1")
-    await ensure_topics(gateway_config(env).kafka, project_topics(Env(env)))
+    env, http_port, admin_port = process_env
     with ServiceProcess(["gateway"], env, tmp_path) as gateway:
         await asyncio.to_thread(gateway.wait_ready, admin_port)
         async with aiohttp.ClientSession() as session:
@@ -69,12 +77,9 @@ async def test_admin_port_serves_health_readiness_and_metrics_apart_from_callbac
 
 @pytest.mark.kafka
 async def test_sigterm_under_load_loses_no_acknowledged_callback(
-    kafka_broker: KafkaBroker, tmp_path: Path,
+    kafka_broker: KafkaBroker, process_env: ProcessEnv, tmp_path: Path,
 ) -> None:
-    http_port, admin_port = free_port(), free_port()
-    env = gateway_env(kafka_broker.bootstrap_servers, HTTP_PORT=str(http_port),
-                      ADMIN_PORT=str(admin_port), HTTP_HOST="127.0.0.1", ADMIN_HOST="127.0.0.1")
-    await ensure_topics(gateway_config(env).kafka, project_topics(Env(env)))
+    env, http_port, admin_port = process_env
     gateway = ServiceProcess(["gateway"], env, tmp_path).start()
     acknowledged: list[str] = []
     refused = 0
@@ -123,12 +128,9 @@ async def test_sigterm_under_load_loses_no_acknowledged_callback(
 
 @pytest.mark.kafka
 async def test_one_canonical_log_line_per_request_without_payload_contents(
-    kafka_broker: KafkaBroker, tmp_path: Path,
+    kafka_broker: KafkaBroker, process_env: ProcessEnv, tmp_path: Path,
 ) -> None:
-    http_port, admin_port = free_port(), free_port()
-    env = gateway_env(kafka_broker.bootstrap_servers, HTTP_PORT=str(http_port),
-                      ADMIN_PORT=str(admin_port), HTTP_HOST="127.0.0.1", ADMIN_HOST="127.0.0.1")
-    await ensure_topics(gateway_config(env).kafka, project_topics(Env(env)))
+    env, http_port, admin_port = process_env
     callback = example("documented-complete.json")
     with ServiceProcess(["gateway"], env, tmp_path) as gateway:
         await asyncio.to_thread(gateway.wait_ready, admin_port)
