@@ -1,7 +1,8 @@
-"""Kafka record values and headers for the gateway's two topics (pure).
+"""Kafka record values and headers (pure).
 
-Events follow the CloudEvents 1.0 Kafka protocol binding in binary content
-mode: the envelope travels in ``ce_*`` headers, the value is the event data.
+Every record we write follows the CloudEvents 1.0 Kafka protocol binding in binary
+content mode: the envelope travels in ``ce_*`` headers (:func:`envelope_headers`, the
+one place they are built), the value is the event data.
 """
 
 from __future__ import annotations
@@ -23,19 +24,28 @@ def event_type(kind: str, stage: str) -> str:
     return f"music.callback.{kind}.{stage}"
 
 
-def cloudevent_headers(
-    event: CallbackEvent, *, source: str, dataschema: str, kind: str,
+def envelope_headers(
+    *, ce_id: str, source: str, ce_type: str, time: datetime, subject: str, dataschema: str,
 ) -> Headers:
+    """The CloudEvents headers of a JSON record (binary content mode)."""
     return [
         ("ce_specversion", CE_SPECVERSION.encode()),
-        ("ce_id", event.event_id.encode()),
+        ("ce_id", ce_id.encode()),
         ("ce_source", source.encode()),
-        ("ce_type", event_type(kind, event.stage).encode()),
-        ("ce_time", rfc3339(event.received_at).encode()),
-        ("ce_subject", event.task_id.encode()),
+        ("ce_type", ce_type.encode()),
+        ("ce_time", rfc3339(time).encode()),
+        ("ce_subject", subject.encode()),
         ("ce_dataschema", dataschema.encode()),
         ("content-type", JSON_CONTENT_TYPE),
     ]
+
+
+def cloudevent_headers(
+    event: CallbackEvent, *, source: str, dataschema: str, kind: str,
+) -> Headers:
+    return envelope_headers(ce_id=event.event_id, source=source,
+                            ce_type=event_type(kind, event.stage), time=event.received_at,
+                            subject=event.task_id, dataschema=dataschema)
 
 
 def rejected_value(
