@@ -6,6 +6,7 @@ variable stops start-up too; opening it makes no request.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -14,12 +15,16 @@ from service.config.env import ConfigError, Env
 from service.config.kafka import KafkaSettings
 from service.config.shared import TopicNames, read_log_level
 from service.consumers.archiver.download import DEFAULT_MAX_BYTES
+from service.consumers.archiver.media import default_max_bytes, max_bytes_variable
+from service.contracts.vocabulary import FILE_ROLES, FileRole
 from service.storage.base import ObjectStore
 from service.storage.factory import STORAGE_URL_VARIABLE, open_store
 
 DEFAULT_STORAGE_DIR: Final = Path(".dev-data") / "archive"
 DEFAULT_GROUP_ID: Final = "music-archiver"
 DEFAULT_ADMIN_PORT: Final = 8082
+MAX_BYTES_VARIABLE: Final = "ARCHIVE_MAX_BYTES"
+MAX_BYTES_CEILING: Final = 16 * 1024 * 1024 * 1024
 
 
 def default_storage_url() -> str:
@@ -44,6 +49,25 @@ def read_allowed_hosts(env: Env) -> tuple[str, ...]:
     return tuple(hosts)
 
 
+def read_max_bytes(env: Env) -> tuple[int, dict[FileRole, int]]:
+    """``ARCHIVE_MAX_BYTES`` and every role's limit (``ARCHIVE_MAX_BYTES_<ROLE>``).
+
+    A variable with that prefix that names no role is refused: a misspelt limit would
+    otherwise be ignored without a word.
+    """
+    general = env.int(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES, minimum=1,
+                      maximum=MAX_BYTES_CEILING)
+    known = {max_bytes_variable(role): role for role in FILE_ROLES}
+    for name in env.names(f"{MAX_BYTES_VARIABLE}_"):
+        if name not in known:
+            raise ConfigError(name, "names no file role; expected one of "
+                              + ", ".join(sorted(known)))
+    by_role = {role: env.int(variable, default_max_bytes(role, general), minimum=1,
+                             maximum=MAX_BYTES_CEILING)
+               for variable, role in known.items()}
+    return general, by_role
+
+
 @dataclass(frozen=True)
 class ArchiverConfig:
     kafka: KafkaSettings
@@ -53,6 +77,8 @@ class ArchiverConfig:
     group_id: str = DEFAULT_GROUP_ID
     concurrency: int = 4
     max_bytes: int = DEFAULT_MAX_BYTES
+    #: Per file role; a role missing here has ``max_bytes``.
+    max_bytes_by_role: Mapping[FileRole, int] = field(default_factory=dict)
     connect_timeout_seconds: float = 10.0
     total_timeout_seconds: float = 300.0
     read_timeout_seconds: float = 30.0
@@ -90,6 +116,7 @@ class ArchiverConfig:
                               f"must be at least ARCHIVE_RETRY_BASE_DELAY_SECONDS "
                               f"({base_delay:g}), got {max_delay:g}")
         hosts = read_allowed_hosts(env)
+        max_bytes, max_bytes_by_role = read_max_bytes(env)
         return cls(
             kafka=kafka,
             topics=TopicNames.from_env(env),
@@ -97,8 +124,8 @@ class ArchiverConfig:
             storage_url=storage_url,
             group_id=env.str("ARCHIVER_GROUP_ID", DEFAULT_GROUP_ID),
             concurrency=env.int("ARCHIVE_CONCURRENCY", 4, minimum=1, maximum=256),
-            max_bytes=env.int("ARCHIVE_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=1,
-                              maximum=16 * 1024 * 1024 * 1024),
+            max_bytes=max_bytes,
+            max_bytes_by_role=max_bytes_by_role,
             connect_timeout_seconds=connect_timeout,
             total_timeout_seconds=total_timeout,
             read_timeout_seconds=env.float("ARCHIVE_READ_TIMEOUT_SECONDS", 30.0,

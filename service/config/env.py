@@ -45,6 +45,11 @@ class Env:
             return None
         return value.strip()
 
+    def names(self, prefix: Text) -> list[Text]:
+        """The set variables whose names start with ``prefix`` (to refuse misspelt ones)."""
+        return sorted(name for name in self._environ
+                      if name.startswith(prefix) and self.raw(name) is not None)
+
     def str(self, name: Text, default: Text) -> Text:
         value = self.raw(name)
         return default if value is None else value

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import struct
 import time
 import zlib
@@ -31,9 +30,10 @@ from prometheus_client import CollectorRegistry
 
 from service.config.archiver import ArchiverConfig
 from service.config.env import Env
-from service.consumers.archiver.keys import ObjectKind, archive_event_id
+from service.consumers.archiver.keys import archive_event_id
 from service.consumers.archiver.main import run_archiver
 from service.contracts.codec import ARCHIVE_FAILED_V1, ARCHIVED_V1, EVENT_V1, SchemaCodec
+from service.contracts.vocabulary import FileRole
 from service.runtime import ShutdownFlag
 from service.storage.base import ObjectMetadata
 from service.storage.factory import open_store
@@ -51,7 +51,7 @@ from tests.integration.test_download import (
     servers,
     wav_handler,
 )
-from tests.support import free_port
+from tests.support import event_value, file_value, free_port, track_value
 from tests.support_kafka import headers_of, read_records, unique
 from tests.support_net import FakeResolver
 
@@ -88,23 +88,15 @@ SHA_PNG = hashlib.sha256(PNG).hexdigest()
 # --------------------------------------------------------------------------- events
 
 
-def track(track_id: str | None, *, audio: str | None = None, source_audio: str | None = None,
-          image: str | None = None, source_image: str | None = None,
-          title: str | None = "Night Drive", duration: float | None = 2.0) -> dict[str, Any]:
-    return {"id": track_id, "title": title, "prompt": "[Verse] test", "model_name": "chirp-v4",
-            "tags": ["test"], "duration_seconds": duration, "created_at": None,
-            "audio_url": audio, "source_audio_url": source_audio, "stream_audio_url": None,
-            "source_stream_audio_url": None, "image_url": image, "source_image_url": source_image}
+track = track_value
 
 
 def event(task_id: str, *tracks: dict[str, Any], stage: str = "complete",
-          event_id: str | None = None) -> dict[str, Any]:
-    document = {
-        "event_id": event_id or hashlib.sha256(os.urandom(8)).hexdigest()[:32],
-        "task_id": task_id, "kind": "extend-music", "stage": stage, "code": 200,
-        "message": "ok", "received_at": "2026-11-25T10:00:00Z", "error": None,
-        "tracks": list(tracks), "raw": {"code": 200},
-    }
+          event_id: str | None = None, kind: str = "extend-music",
+          files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A valid event; without ``files`` a record written before files[] existed."""
+    document = event_value(task_id, *tracks, kind=kind, stage=stage, files=files,
+                           event_id=event_id)
     assert CODEC.errors(EVENT_V1, document) == []
     return document
 
@@ -125,9 +117,9 @@ async def produce(bootstrap: str, topic: str, *events: dict[str, Any]) -> list[P
             metadata = await producer.send_and_wait(
                 topic, orjson.dumps(document), key=document["task_id"].encode(),
                 headers=[("ce_specversion", b"1.0"), ("ce_id", document["event_id"].encode()),
-                         ("ce_type", f"music.callback.extend-music.{document['stage']}"
-                          .encode()),
-                         ("ce_source", b"/callbacks/extend-music"),
+                         ("ce_type", f"music.callback.{document['kind']}."
+                          f"{document['stage']}".encode()),
+                         ("ce_source", f"/callbacks/{document['kind']}".encode()),
                          ("content-type", b"application/json"),
                          ("traceparent", TRACEPARENT.encode())])
             placed.append(Produced(metadata.partition, metadata.offset))
@@ -329,7 +321,7 @@ async def test_happy_path_stores_audio_and_covers_and_reports_them(
                                                                  strict=True)}
     assert len(records) == 4
     prefix = "task%2Fhappy%201"
-    expected: dict[tuple[str, ObjectKind], tuple[str, str, int, str]] = {
+    expected: dict[tuple[str, FileRole], tuple[str, str, int, str]] = {
         ("t1", "audio"): (media.url("/a.wav"), SHA_WAV, len(WAV), "audio/wav"),
         ("t1", "cover"): (media.url("/c.png"), SHA_PNG, len(PNG), "image/png"),
         ("t2", "audio"): (media.url("/src.wav"), SHA_WAV, len(WAV), "audio/x-wav"),
@@ -589,3 +581,160 @@ async def test_storage_outage_is_not_dead_lettered_and_nothing_is_committed(
     assert media.hits["/a.wav"] == 2
     assert await read_records(kafka_broker.bootstrap_servers, topics[2], expect=0,
                               timeout=0.5) == []
+
+
+# --------------------------------------------------------------------------- every kind
+
+MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) * 64
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(200)) + b"\xff\xd9"
+
+
+def stem(name: str) -> bytes:
+    """A distinct small "MP3" per stem (ID3 header, then bytes of its own)."""
+    return b"ID3\x04\x00\x00\x00\x00\x00\x00" + name.encode() * 512
+
+
+async def test_every_file_role_is_stored_with_its_content_type_under_its_key(
+    kafka_broker: KafkaBroker, kafka_topic_factory: KafkaTopicFactory, servers: Servers,
+    archivers: Start, tmp_path: Path,
+) -> None:
+    served: dict[str, tuple[str, bytes]] = {
+        "/v.mp4": ("video/mp4", MP4), "/w.wav": ("audio/wav", WAV),
+        "/1.png": ("image/png", PNG), "/2.jpg": ("image/jpeg", JPEG),
+        "/vocal.mp3": ("audio/mpeg", stem("vocal")),
+        "/instrumental.mp3": ("audio/mpeg", stem("instrumental")),
+        "/drums.mp3": ("audio/mpeg", stem("drums")),
+        "/bass.bin": ("application/octet-stream", stem("bass")),
+        "/g.mp3": ("audio/mpeg", stem("song")), "/g.jpg": ("image/jpeg", JPEG),
+        "/old.wav": ("audio/x-wav", WAV), "/old.png": ("image/png", PNG),
+    }
+    routes: dict[str, Handler] = {path: wav_handler(ctype, body)
+                                  for path, (ctype, body) in served.items()}
+    routes["/expired.mp3"] = status_then([404] * 5, wav_handler())
+    media = await Media(servers).start(routes)
+    u = media.url
+    topics = make_topics(kafka_topic_factory)
+    root = tmp_path / "archive"
+    env = archiver_env(kafka_broker.bootstrap_servers, topics, root.as_uri())
+    generated = track("g1", audio=u("/g.mp3"), image=u("/g.jpg"), title="Song", duration=95.0)
+    documents = [
+        event("video-1", kind="music-video", files=[file_value("video", u("/v.mp4"))]),
+        event("wav-1", kind="wav", files=[file_value("wav", u("/w.wav"), track_id="tr-w")]),
+        event("image-1", kind="cover-image", files=[file_value("image", u("/1.png")),
+                                                   file_value("image", u("/2.jpg"))]),
+        event("sep-1", kind="vocal-separation", files=[
+            file_value(name, u(path)) for name, path in (
+                ("vocal", "/vocal.mp3"), ("instrumental", "/instrumental.mp3"),
+                ("drums", "/drums.mp3"), ("bass", "/bass.bin"))]),
+        event("gen-1", generated, kind="generate-music", files=[
+            file_value("audio", u("/expired.mp3"), fallback=u("/g.mp3"), track_id="g1"),
+            file_value("cover", u("/g.jpg"), track_id="g1")]),
+        event("old-1", track("o1", audio=u("/old.wav"), image=u("/old.png"))),  # no files
+    ]
+    # (task, track segment, object name) -> (kind, role, track id, path served)
+    expected: dict[tuple[str, str, str], tuple[str, str, str | None, str]] = {
+        ("video-1", "_", "video"): ("music-video", "video", None, "/v.mp4"),
+        ("wav-1", "tr-w", "wav"): ("wav", "wav", "tr-w", "/w.wav"),
+        ("image-1", "_", "image"): ("cover-image", "image", None, "/1.png"),
+        ("image-1", "_", "image-2"): ("cover-image", "image", None, "/2.jpg"),
+        ("sep-1", "_", "vocal"): ("vocal-separation", "vocal", None, "/vocal.mp3"),
+        ("sep-1", "_", "instrumental"): ("vocal-separation", "instrumental", None,
+                                         "/instrumental.mp3"),
+        ("sep-1", "_", "drums"): ("vocal-separation", "drums", None, "/drums.mp3"),
+        ("sep-1", "_", "bass"): ("vocal-separation", "bass", None, "/bass.bin"),
+        ("gen-1", "g1", "audio"): ("generate-music", "audio", "g1", "/g.mp3"),
+        ("gen-1", "g1", "cover"): ("generate-music", "cover", "g1", "/g.jpg"),
+        ("old-1", "o1", "audio"): ("extend-music", "audio", "o1", "/old.wav"),
+        ("old-1", "o1", "cover"): ("extend-music", "cover", "o1", "/old.png"),
+    }
+    await produce(kafka_broker.bootstrap_servers, topics[0], *documents)
+    archiver = await archivers(env)
+
+    records = await read_records(kafka_broker.bootstrap_servers, topics[1],
+                                 expect=len(expected))
+    assert len(records) == len(expected)
+    store = open_store(root.as_uri(), Env(env))
+    reports = {value["uri"]: value for value in values(records)}
+    for (task_id, segment, name), (kind, role, track_id, path) in expected.items():
+        key = f"{task_id}/{segment}/{name}"
+        content_type, body = served[path]
+        value = reports[store.uri(key)]
+        assert CODEC.errors(ARCHIVED_V1, value) == [], key
+        assert (value["task_id"], value["track_id"], value["object"], value["kind"]) == (
+            task_id, track_id, role, kind), key
+        assert (value["content_type"], value["size"], value["source_url"]) == (
+            content_type, len(body), u(path)), key
+        assert (root / key).read_bytes() == body, key
+        stored = await store.stat(key)
+        assert stored is not None
+        assert stored.content_type == content_type, key
+    assert reports[store.uri("gen-1/g1/audio")]["duration_seconds"] == 95.0
+    assert reports[store.uri("gen-1/g1/audio")]["title"] == "Song"
+    assert reports[store.uri("video-1/_/video")]["title"] is None
+    # The legacy record's objects keep the keys and ids they always had.
+    old = reports[store.uri("old-1/o1/audio")]
+    old_ids = {headers_of(r)["ce_id"] for r in records
+               if orjson.loads(r.value or b"{}")["uri"] == old["uri"]}
+    assert old_ids == {archive_event_id("old-1", "o1", "audio", SHA_WAV)}
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+                  and p.suffix != ".json") == sorted("/".join(k) for k in expected)
+    assert await read_records(kafka_broker.bootstrap_servers, topics[2], expect=0,
+                              timeout=0.5) == []
+    assert archiver.metric("archiver_objects_stored_total", object="image",
+                           result="stored") == 2
+    assert archiver.metric("archiver_objects_stored_total", object="video",
+                           result="stored") == 1
+    assert await archiver.stop() == 0
+    assert media.hits["/expired.mp3"] == 1  # then its fallback
+
+
+async def test_each_role_has_its_own_size_limit_and_content_types(
+    kafka_broker: KafkaBroker, kafka_topic_factory: KafkaTopicFactory, servers: Servers,
+    archivers: Start, tmp_path: Path,
+) -> None:
+    big = bytes(range(256)) * 4096  # 1 MiB
+    media = await Media(servers).start({
+        "/big.mp4": wav_handler("video/mp4", big), "/big.mp3": wav_handler("audio/mpeg", big),
+        "/small.png": png_handler(),
+        "/song-as-video.mp4": wav_handler("audio/mpeg", stem("x")),
+        "/video-as-image.png": wav_handler("video/mp4", MP4),
+        "/image-as-audio.mp3": png_handler(),
+    })
+    u = media.url
+    topics = make_topics(kafka_topic_factory)
+    root = tmp_path / "archive"
+    env = archiver_env(kafka_broker.bootstrap_servers, topics, root.as_uri(),
+                       ARCHIVE_MAX_BYTES="300000", ARCHIVE_MAX_BYTES_COVER=str(len(PNG) - 1))
+    documents = [
+        event("video-ok", kind="music-video", files=[file_value("video", u("/big.mp4"))]),
+        event("audio-big", kind="generate-music", files=[
+            file_value("audio", u("/big.mp3"), track_id="t1"),
+            file_value("cover", u("/small.png"), track_id="t1")]),
+        event("bad-types", kind="music-video", files=[
+            file_value("video", u("/song-as-video.mp4"))]),
+        event("bad-image", kind="cover-image", files=[
+            file_value("image", u("/video-as-image.png"))]),
+        event("bad-stem", kind="vocal-separation", files=[
+            file_value("vocal", u("/image-as-audio.mp3"))]),
+    ]
+    await produce(kafka_broker.bootstrap_servers, topics[0], *documents)
+    archiver = await archivers(env)
+
+    dead = await read_records(kafka_broker.bootstrap_servers, topics[2], expect=5)
+    [stored] = await read_records(kafka_broker.bootstrap_servers, topics[1], expect=1)
+    video = orjson.loads(stored.value or b"")
+    assert (video["task_id"], video["object"], video["size"]) == ("video-ok", "video", len(big))
+    assert (root / "video-ok/_/video").read_bytes() == big
+    failures = {(v["task_id"], v["object"]): (v["reason"], v["kind"]) for v in values(dead)}
+    assert failures == {
+        ("audio-big", "audio"): ("too_large", "generate-music"),
+        ("audio-big", "cover"): ("too_large", "generate-music"),  # ARCHIVE_MAX_BYTES_COVER
+        ("bad-types", "video"): ("bad_content_type", "music-video"),
+        ("bad-image", "image"): ("bad_content_type", "cover-image"),
+        ("bad-stem", "vocal"): ("bad_content_type", "vocal-separation"),
+    }
+    assert all(CODEC.errors(ARCHIVE_FAILED_V1, v) == [] for v in values(dead))
+    assert archiver.metric("archiver_dead_lettered_total", reason="too_large") == 2
+    assert await archiver.stop() == 0
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+        "video-ok/_/video", "video-ok/_/video.json"]

@@ -49,6 +49,7 @@ Records = list[ConsumerRecord[bytes, bytes]]
     ({"KAFKA_BOOTSTRAP_SERVERS": ""}, "KAFKA_BOOTSTRAP_SERVERS"),
     ({"ARCHIVE_CONCURRENCY": "0"}, "ARCHIVE_CONCURRENCY"),
     ({"ARCHIVE_MAX_BYTES": "fifty"}, "ARCHIVE_MAX_BYTES"),
+    ({"ARCHIVE_MAX_BYTES_VIDEO": "0"}, "ARCHIVE_MAX_BYTES_VIDEO"),
     ({"ARCHIVE_STORAGE_URL": "ftp://archive.example/x"}, "ARCHIVE_STORAGE_URL"),
     ({"ARCHIVE_STORAGE_URL": "s3://music-archive", "AWS_ENDPOINT_URL": "127.0.0.1:9000"},
      "AWS_ENDPOINT_URL"),

@@ -15,12 +15,16 @@ from hypothesis import strategies as st
 from service.consumers.archiver.keys import (
     ELLIPSIS,
     MAX_SEGMENT,
+    NO_TRACK,
     archive_event_id,
+    dead_letter_event_id,
     encode_id,
     fit_metadata,
     object_key,
+    object_name,
     trim_encoded,
 )
+from service.contracts.vocabulary import FILE_ROLES, FileRole
 from service.storage.base import ObjectMetadata, validate_key
 from service.storage.filesystem import FilesystemStore
 from service.storage.s3 import USER_METADATA_LIMIT, decode_user_metadata, encode_user_metadata
@@ -45,6 +49,8 @@ ids = st.text(min_size=1, max_size=300)
     ("\x00", "%00"),
     ("x.json", "x.json"),
     ("~", "%7E"),
+    ("_", "%5F"),  # "_" is the segment of files without a track
+    ("__", "__"),
 ])
 def test_encode_id(value: str, expected: str) -> None:
     assert encode_id(value) == expected
@@ -58,8 +64,35 @@ def test_empty_id_is_refused() -> None:
 def test_object_key_layout() -> None:
     assert object_key("2fac9f72", "8551662c", "audio") == "2fac9f72/8551662c/audio"
     assert object_key("t/1", "..", "cover") == "t%2F1/%2E%2E/cover"
-    with pytest.raises(ValueError, match="kind"):
-        object_key("t", "x", "video")  # type: ignore[arg-type]
+    assert object_key("t", "x", "video") == "t/x/video"
+    assert object_key("t", None, "image-2") == "t/_/image-2"
+    for name in ("movie", "image-1", "image-02", "image-x", "image-", "-2", "audio/x",
+                 "audio.json"):
+        with pytest.raises(ValueError, match="object name"):
+            object_key("t", "x", name)
+
+
+@pytest.mark.parametrize("role", FILE_ROLES)
+def test_every_role_has_a_key_with_and_without_a_track(role: FileRole) -> None:
+    assert object_key("task", "tr", object_name(role)) == f"task/tr/{role}"
+    assert object_key("task", None, object_name(role)) == f"task/{NO_TRACK}/{role}"
+    assert object_key("task", None, object_name(role, 3)) == f"task/_/{role}-3"
+
+
+def test_a_track_called_underscore_never_meets_the_files_without_a_track() -> None:
+    assert object_key("t", "_", "audio") == "t/%5F/audio"
+    assert object_key("t", None, "audio") == "t/_/audio"
+    assert object_key("t", "%5F", "audio") == "t/%255F/audio"
+    assert len({archive_event_id("t", track, "audio", "0" * 64) for track in ("_", None)}) == 2
+
+
+def test_object_names() -> None:
+    assert object_name("image") == "image"
+    assert object_name("image", 2) == "image-2"
+    with pytest.raises(ValueError, match="role"):
+        object_name("movie")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ordinal"):
+        object_name("image", 0)
 
 
 def test_long_ids_are_shortened_with_a_hash() -> None:
@@ -114,6 +147,15 @@ def test_archive_event_id_follows_the_schema() -> None:
     expected = hashlib.sha256(f"t\ntr\naudio\n{sha}".encode()).hexdigest()[:32]
     assert archive_event_id("t", "tr", "audio", sha) == expected
     assert archive_event_id("t", "tr", "cover", sha) != expected
+    # Existing track-family objects keep the ids they were reported with.
+    # (the literal is what the archiver computed before files[] existed)
+    assert archive_event_id("2fac9f72", "8551662c", "audio", "9" * 64) == \
+        "10df7598573daa0aaf0b83dfb6be9bb8"
+    # A file without a track: the empty string, which no track id is.
+    no_track = hashlib.sha256(f"t\n\nvideo\n{sha}".encode()).hexdigest()[:32]
+    assert archive_event_id("t", None, "video", sha) == no_track
+    assert dead_letter_event_id("t", None, "video", "e" * 32) == hashlib.sha256(
+        ("t\n\nvideo\n" + "e" * 32).encode()).hexdigest()[:32]
 
 
 # --------------------------------------------------------------------------- metadata fitting

@@ -17,21 +17,20 @@ import structlog
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
+from service.consumers.archiver.circuit import DownloadCircuit
 from service.consumers.archiver.download import DownloadResult
 from service.consumers.archiver.keys import archive_event_id, dead_letter_event_id
 from service.consumers.archiver.metrics import ArchiverMetrics
 from service.consumers.archiver.netguard import DownloadRefused
-from service.consumers.archiver.processor import (
-    ArchiveProcessor,
-    DownloadCircuit,
-    ProcessorSettings,
-    StorageUnavailableError,
-    plan_event,
-)
-from service.contracts.codec import ARCHIVE_FAILED_V1, ARCHIVED_V1, SchemaCodec
+from service.consumers.archiver.plan import files_from_tracks, plan_event
+from service.consumers.archiver.processor import ArchiveProcessor, ProcessorSettings
+from service.consumers.archiver.storage import StorageUnavailableError
+from service.contracts.codec import ARCHIVE_FAILED_V1, ARCHIVED_V1, EVENT_V1, SchemaCodec
+from service.contracts.vocabulary import FileRole
 from service.kafka.producer import PublishError
 from service.storage.base import ObjectMetadata, StorageError
 from service.storage.filesystem import FilesystemStore
+from tests.support import event_value, file_value, track_value
 
 CODEC = SchemaCodec.load()
 AUDIO = b"RIFF....WAVEfmt " + bytes(range(256)) * 8
@@ -44,17 +43,15 @@ def track(track_id: str | None = "tr1", *, audio: str | None = "https://a.test/a
           source_audio: str | None = None, image: str | None = "https://b.test/c.png",
           source_image: str | None = None, title: str | None = "Iron Man",
           duration: object = 12.5) -> dict[str, Any]:
-    return {"id": track_id, "title": title, "prompt": None, "model_name": None, "tags": [],
-            "duration_seconds": duration, "created_at": None, "audio_url": audio,
-            "source_audio_url": source_audio, "stream_audio_url": None,
-            "source_stream_audio_url": None, "image_url": image, "source_image_url": source_image}
+    return track_value(track_id, audio=audio, source_audio=source_audio, image=image,
+                       source_image=source_image, title=title, duration=duration)
 
 
 def event(*tracks: dict[str, Any], stage: str = "complete", task_id: str = "task-1",
-          event_id: str = EVENT_ID) -> dict[str, Any]:
-    return {"event_id": event_id, "task_id": task_id, "kind": "extend-music", "stage": stage,
-            "code": 200, "message": None, "received_at": "2026-11-25T10:00:00Z", "error": None,
-            "tracks": list(tracks), "raw": {}}
+          event_id: str = EVENT_ID, kind: str = "extend-music",
+          files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return event_value(task_id, *tracks, kind=kind, stage=stage, files=files,
+                       event_id=event_id)
 
 
 def record(value: dict[str, Any] | bytes, *, offset: int = 7,
@@ -94,10 +91,12 @@ class FakeFetch:
     def __init__(self, bodies: dict[str, bytes | DownloadRefused | list[Any]]) -> None:
         self.bodies = bodies
         self.calls: list[str] = []
+        self.roles: list[FileRole] = []
         self.gate: asyncio.Event | None = None
 
-    async def __call__(self, url: str, dest: Path) -> DownloadResult:
+    async def __call__(self, url: str, dest: Path, role: FileRole) -> DownloadResult:
         self.calls.append(url)
+        self.roles.append(role)
         if self.gate is not None:
             await self.gate.wait()
         body = self.bodies[url]
@@ -195,7 +194,7 @@ def test_plan_takes_first_and_complete_tracks_with_audio() -> None:
     ))
     assert plan is not None
     assert plan.tracks_without_id == 1
-    summary = [(j.track_id, j.kind, j.urls, j.key) for j in plan.jobs]
+    summary = [(j.track_id, j.role, j.urls, j.key) for j in plan.jobs]
     assert summary == [
         ("t1", "audio", ("https://a.test/a.wav",), "task-1/t1/audio"),
         ("t1", "cover", ("https://b.test/c.png",), "task-1/t1/cover"),
@@ -259,7 +258,7 @@ async def test_stores_both_objects_and_reports_them(tmp_path: Path) -> None:
     assert CODEC.errors(ARCHIVED_V1, audio.value) == []
     assert audio.key == b"task-1"
     assert audio.value == {
-        "task_id": "task-1", "track_id": "tr1", "object": "audio",
+        "task_id": "task-1", "track_id": "tr1", "object": "audio", "kind": "extend-music",
         "uri": (root / "task-1/tr1/audio").as_uri(), "size": len(AUDIO),
         "sha256": hashlib.sha256(AUDIO).hexdigest(), "content_type": "audio/wav",
         "source_url": "https://a.test/a.wav", "source_event_id": EVENT_ID,
@@ -423,6 +422,77 @@ async def test_tracks_without_id_are_counted(tmp_path: Path) -> None:
     await r.processor.process(record(event(track(None))))
     assert r.publisher.sent == []
     assert r.metric("archiver_skipped_total", reason="track_without_id") == 1
+
+
+async def test_unusable_files_are_counted(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    await r.processor.process(record(event(kind="wav", files=[
+        file_value("hologram", "https://a.test/a.wav")])))
+    assert r.publisher.sent == []
+    assert r.metric("archiver_skipped_total", reason="unusable_file") == 1
+
+
+# --------------------------------------------------------------------------- every kind
+
+
+@pytest.mark.parametrize(("kind", "role", "track_id"), [
+    ("music-video", "video", None), ("wav", "wav", "tr1"), ("cover-image", "image", None),
+    ("vocal-separation", "drums", None), ("generate-music", "audio", "tr1"),
+])
+async def test_any_role_is_fetched_with_its_role_stored_and_reported(
+        tmp_path: Path, kind: str, role: FileRole, track_id: str | None) -> None:
+    r = rig(tmp_path)
+    document = event(kind=kind, files=[file_value(role, "https://a.test/a.wav",
+                                                  track_id=track_id)])
+    assert CODEC.errors(EVENT_V1, document) == []
+    await r.processor.process(record(document))
+    assert r.fetch.roles == [role]
+    [report] = r.archived()
+    assert CODEC.errors(ARCHIVED_V1, report.value) == []
+    segment = track_id or "_"
+    assert (report.value["object"], report.value["track_id"], report.value["kind"]) == (
+        role, track_id, kind)
+    assert report.value["uri"] == (tmp_path / f"archive/task-1/{segment}/{role}").as_uri()
+    assert (tmp_path / f"archive/task-1/{segment}/{role}").read_bytes() == AUDIO
+    assert report.headers["ce_id"].decode() == archive_event_id(
+        "task-1", track_id, role, hashlib.sha256(AUDIO).hexdigest())
+    assert r.metric("archiver_objects_stored_total", object=role, result="stored") == 1
+
+
+async def test_a_file_without_a_track_is_dead_lettered_within_the_contract(
+        tmp_path: Path) -> None:
+    r = rig(tmp_path, {"https://a.test/v.mp4": refused("too_large")})
+    await r.processor.process(record(event(kind="music-video", files=[
+        file_value("video", "https://a.test/v.mp4")])))
+    [dead] = r.dead()
+    assert CODEC.errors(ARCHIVE_FAILED_V1, dead.value) == []
+    assert (dead.value["track_id"], dead.value["object"], dead.value["kind"],
+            dead.value["reason"]) == (None, "video", "music-video", "too_large")
+    assert dead.headers["ce_id"].decode() == dead_letter_event_id("task-1", None, "video",
+                                                                  EVENT_ID)
+
+
+async def test_a_kind_the_contract_does_not_know_is_left_out_of_the_report(
+        tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    await r.processor.process(record(event(kind="karaoke", files=[
+        file_value("audio", "https://a.test/a.wav")])))
+    [report] = r.archived()
+    assert "kind" not in report.value
+    assert CODEC.errors(ARCHIVED_V1, report.value) == []
+
+
+async def test_legacy_and_files_events_of_one_track_store_it_once(tmp_path: Path) -> None:
+    """An old record (no files) and a new one for the same track share keys and ids."""
+    r = rig(tmp_path)
+    await r.processor.process(record(event(track())))
+    files, _ = files_from_tracks([track()])
+    await r.processor.process(record(event(track(), files=files, event_id="e" * 32)))
+    assert sorted(r.fetch.calls) == ["https://a.test/a.wav", "https://b.test/c.png"]
+    by_object: dict[str, set[bytes]] = {}
+    for sent in r.archived():
+        by_object.setdefault(sent.value["object"], set()).add(sent.headers["ce_id"])
+    assert {role: len(ids) for role, ids in by_object.items()} == {"audio": 1, "cover": 1}
 
 
 # --------------------------------------------------------------------------- circuit

@@ -1,12 +1,13 @@
-"""Guarded, streaming downloads of archiver media (audio files and cover images).
+"""Guarded, streaming downloads of archiver media (audio, images, video).
 
 Pure I/O: no Kafka, no storage, no metrics - the caller measures. Every failure surfaces as a
 ``DownloadRefused`` with a ``reason`` and a ``retryable`` flag:
 
 - ``forbidden_scheme`` / ``forbidden_address``: the URL or any redirect hop (permanent);
 - ``too_large``: declared Content-Length or streamed bytes above ``max_bytes`` (permanent);
-- ``bad_content_type``: not audio/*, image/* or application/octet-stream (permanent); a
-  missing Content-Type is treated as application/octet-stream (RFC 9110 section 8.3);
+- ``bad_content_type``: not one of the limits' ``media_types`` (``audio/*``, ``image/*``,
+  ...) nor application/octet-stream (permanent); a missing Content-Type is treated as
+  application/octet-stream (RFC 9110 section 8.3);
 - ``http_status``: 5xx, 408 and 429 are retryable (``retry_after`` parsed from a
   delay-seconds ``Retry-After``), other non-2xx and redirect problems are permanent;
 - ``timeout`` and ``network``: retryable.
@@ -55,7 +56,7 @@ CHUNK_SIZE: Final = 64 * 1024
 USER_AGENT: Final = "music-callback-gateway-archiver/0.1"
 
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
-_ALLOWED_MAIN_TYPES: Final = frozenset({"audio", "image"})
+DEFAULT_MEDIA_TYPES: Final = frozenset({"audio", "image"})
 _OCTET_STREAM: Final = "application/octet-stream"
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _DELAY_SECONDS: Final = re.compile(r"[0-9]{1,10}")
@@ -67,7 +68,8 @@ class DownloadLimits:
 
     ``total_timeout`` bounds a whole ``download_to_file`` call (all redirect hops and the
     body); ``connect_timeout`` bounds DNS + TCP/TLS connect per hop; ``read_timeout`` (None to
-    disable) bounds each wait for data from the server.
+    disable) bounds each wait for data from the server. ``media_types`` are the accepted
+    top-level types (``audio`` accepts ``audio/*``); application/octet-stream always is.
     """
 
     max_bytes: int = DEFAULT_MAX_BYTES
@@ -75,6 +77,7 @@ class DownloadLimits:
     connect_timeout: float = 10.0
     total_timeout: float = 120.0
     read_timeout: float | None = 30.0
+    media_types: frozenset[str] = DEFAULT_MEDIA_TYPES
 
     def __post_init__(self) -> None:
         if self.max_bytes < 0:
@@ -152,18 +155,18 @@ def _status_refusal(resp: aiohttp.ClientResponse, url: URL) -> DownloadRefused |
     )
 
 
-def _accepted_content_type(resp: aiohttp.ClientResponse) -> str:
+def _accepted_content_type(resp: aiohttp.ClientResponse, media_types: frozenset[str]) -> str:
     raw = resp.headers.get(hdrs.CONTENT_TYPE)
     if raw is None or not raw.strip():
         return _OCTET_STREAM
     media = raw.split(";", 1)[0].strip().lower()
     main, slash, sub = media.partition("/")
     well_formed = bool(slash) and bool(_TOKEN.fullmatch(main)) and bool(_TOKEN.fullmatch(sub))
-    if well_formed and (main in _ALLOWED_MAIN_TYPES or media == _OCTET_STREAM):
+    if well_formed and (main in media_types or media == _OCTET_STREAM):
         return media
+    accepted = ", ".join(f"{name}/*" for name in sorted(media_types))
     raise DownloadRefused(
-        "bad_content_type",
-        f"content type {raw!r} is not audio/*, image/* or {_OCTET_STREAM}",
+        "bad_content_type", f"content type {raw!r} is not {accepted} or {_OCTET_STREAM}",
     )
 
 
@@ -273,7 +276,7 @@ async def _read_final(
     refusal = _status_refusal(resp, url)
     if refusal is not None:
         raise refusal
-    content_type = _accepted_content_type(resp)
+    content_type = _accepted_content_type(resp, limits.media_types)
     declared = resp.content_length
     if declared is not None and declared > limits.max_bytes:
         raise DownloadRefused(

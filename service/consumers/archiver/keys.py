@@ -6,6 +6,12 @@ percent-encoded outside ``[A-Za-z0-9._-]`` (UTF-8, upper-case hex). So an id can
 add a ``/`` segment, and the ids ``.`` and ``..`` (the only segments made of allowed
 characters that could escape the prefix) have their dots encoded too.
 
+A file of the task as a whole (no track id) goes under the track segment ``_``
+(:data:`NO_TRACK`); a real track id ``_`` is encoded ``%5F``, so the two never meet.
+``<object>`` is the file's role (``audio``, ``cover``, ``video``, ``vocal``, ...), or
+``<role>-<n>`` for the n-th (n >= 2) distinct file of one role without a track id (the
+images of a cover-image task).
+
 The mapping is injective: a plain encoded id never contains ``~``. An id whose encoding
 would exceed :data:`MAX_SEGMENT` characters (a file name is at most 255 bytes on common
 file systems) becomes ``<first part of its encoding>~<sha256 of the id>``, which only
@@ -18,13 +24,14 @@ import dataclasses
 import hashlib
 import re
 import urllib.parse
-from typing import Final, Literal
+from typing import Final
 
+from service.contracts.vocabulary import FILE_ROLES, FileRole
 from service.storage.base import ObjectMetadata, validate_key
 from service.storage.s3 import USER_METADATA_LIMIT, encode_user_metadata
 
-ObjectKind = Literal["audio", "cover"]
-OBJECT_KINDS: Final[tuple[ObjectKind, ...]] = ("audio", "cover")
+#: The track segment of a file that belongs to no track.
+NO_TRACK: Final = "_"
 
 #: Longest encoded id kept as is; longer ones are shortened with a hash (see module doc).
 MAX_SEGMENT: Final = 200
@@ -45,29 +52,46 @@ def encode_id(value: str) -> str:
     encoded = encoded.replace("~", "%7E")  # quote() always leaves "~" alone
     if encoded in (".", ".."):
         encoded = "%2E" * len(encoded)
+    elif encoded == NO_TRACK:  # reserved for "no track"
+        encoded = "%5F"
     if len(encoded) <= MAX_SEGMENT:
         return encoded
     head = _PARTIAL_ESCAPE.sub("", encoded[:_HEAD])  # never cut an escape in half
     return f"{head}~{hashlib.sha256(value.encode('utf-8')).hexdigest()}"
 
 
-def object_key(task_id: str, track_id: str, kind: ObjectKind) -> str:
-    """``<task>/<track>/<kind>``, relative to the store's prefix."""
-    if kind not in OBJECT_KINDS:
-        raise ValueError(f"unknown object kind {kind!r}")
-    return validate_key(f"{encode_id(task_id)}/{encode_id(track_id)}/{kind}")
+def object_name(role: FileRole, ordinal: int = 1) -> str:
+    """The last key segment: the role, or ``<role>-<ordinal>`` from the second file on."""
+    if role not in FILE_ROLES:
+        raise ValueError(f"unknown file role {role!r}")
+    if ordinal < 1:
+        raise ValueError("ordinal must be >= 1")
+    return role if ordinal == 1 else f"{role}-{ordinal}"
 
 
-def archive_event_id(task_id: str, track_id: str, kind: ObjectKind, sha256: str) -> str:
-    """``ce_id`` of an archived report: equal for every report of the same stored object."""
-    material = "\n".join((task_id, track_id, kind, sha256)).encode("utf-8")
+def object_key(task_id: str, track_id: str | None, name: str) -> str:
+    """``<task>/<track or _>/<name>``, relative to the store's prefix."""
+    role, dash, ordinal = name.partition("-")
+    numbered = ordinal.isascii() and ordinal.isdigit() and ordinal == str(max(2, int(ordinal)))
+    if role not in FILE_ROLES or (dash and not numbered):
+        raise ValueError(f"unknown object name {name!r}")
+    track = NO_TRACK if track_id is None else encode_id(track_id)
+    return validate_key(f"{encode_id(task_id)}/{track}/{name}")
+
+
+def archive_event_id(task_id: str, track_id: str | None, name: str, sha256: str) -> str:
+    """``ce_id`` of an archived report: equal for every report of the same stored object.
+
+    A missing track id counts as the empty string, which no real track id is.
+    """
+    material = "\n".join((task_id, track_id or "", name, sha256)).encode("utf-8")
     return hashlib.sha256(material).hexdigest()[:32]
 
 
-def dead_letter_event_id(task_id: str, track_id: str, kind: ObjectKind,
+def dead_letter_event_id(task_id: str, track_id: str | None, name: str,
                          source_event_id: str) -> str:
     """``ce_id`` of a dead letter: equal when the same event's object fails again."""
-    material = "\n".join((task_id, track_id, kind, source_event_id)).encode("utf-8")
+    material = "\n".join((task_id, track_id or "", name, source_event_id)).encode("utf-8")
     return hashlib.sha256(material).hexdigest()[:32]
 
 

@@ -22,13 +22,11 @@ from prometheus_client import CollectorRegistry
 
 from service.config.archiver import ArchiverConfig
 from service.consumers.archiver.download import DownloadLimits, make_session
+from service.consumers.archiver.fetching import downloader
+from service.consumers.archiver.media import limits_by_role
 from service.consumers.archiver.metrics import PREFIX, ArchiverMetrics
 from service.consumers.archiver.netguard import AddressPolicy
-from service.consumers.archiver.processor import (
-    ArchiveProcessor,
-    ProcessorSettings,
-    downloader,
-)
+from service.consumers.archiver.processor import ArchiveProcessor, ProcessorSettings
 from service.contracts.codec import ARCHIVE_FAILED_V1, ARCHIVED_V1, SchemaCodec
 from service.kafka.consumer import ConsumerMetrics, ConsumerOptions, StreamConsumer
 from service.kafka.producer import KafkaPublisher, ProducerOptions
@@ -62,6 +60,7 @@ def _log_start(config: ArchiverConfig) -> None:
              archived_topic=config.topics.archived,
              dead_letter_topic=config.topics.archive_failed, group=config.group_id,
              concurrency=config.concurrency, max_bytes=config.max_bytes,
+             max_bytes_video=config.max_bytes_by_role.get("video", config.max_bytes),
              storage=config.store.uri("task/track/audio").rsplit("/", 3)[0])
 
 
@@ -69,7 +68,7 @@ def build_processor(config: ArchiverConfig, registry: CollectorRegistry,
                     publisher: KafkaPublisher, session: aiohttp.ClientSession,
                     tmp_dir: Path) -> ArchiveProcessor:
     policy = address_policy(config)
-    limits = download_limits(config)
+    limits = limits_by_role(download_limits(config), config.max_bytes_by_role)
     codec = SchemaCodec.load()
     return ArchiveProcessor(
         store=config.store,

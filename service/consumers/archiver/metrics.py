@@ -11,8 +11,8 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from service.consumers.archiver.keys import OBJECT_KINDS
 from service.consumers.archiver.netguard import REFUSAL_REASONS
+from service.contracts.vocabulary import FILE_ROLES
 
 PREFIX: Final = "archiver"
 DOWNLOAD_OK: Final = "ok"
@@ -20,7 +20,7 @@ STORED: Final = "stored"
 ALREADY_STORED: Final = "already_stored"
 STORAGE: Final = "storage"
 DEAD_LETTER_REASONS: Final = (*sorted(REFUSAL_REASONS), STORAGE)
-SKIP_REASONS: Final = ("malformed_event", "track_without_id")
+SKIP_REASONS: Final = ("malformed_event", "track_without_id", "unusable_file")
 
 
 class ArchiverMetrics:
@@ -49,12 +49,13 @@ class ArchiverMetrics:
             f"{PREFIX}_in_flight_downloads", "Downloads running now.", registry=registry,
         )
         self.objects_stored = Counter(
-            f"{PREFIX}_objects_stored", "Objects reported as archived, by object and result "
-            "(stored now, or already_stored and not downloaded again).",
+            f"{PREFIX}_objects_stored", "Objects reported as archived, by object (the file "
+            "role) and result (stored now, or already_stored and not downloaded again).",
             ["object", "result"], registry=registry,
         )
         self.skipped = Counter(
-            f"{PREFIX}_skipped", "Events or tracks that cannot be archived at all, by reason.",
+            f"{PREFIX}_skipped", "Events, tracks or files that cannot be archived at all, "
+            "by reason.",
             ["reason"], registry=registry,
         )
         self.storage_failures = Counter(
@@ -74,9 +75,9 @@ class ArchiverMetrics:
         self.download_bytes.labels(DOWNLOAD_OK)
         for reason in DEAD_LETTER_REASONS:
             self.dead_lettered.labels(reason)
-        for kind in OBJECT_KINDS:
+        for role in FILE_ROLES:
             for result in (STORED, ALREADY_STORED):
-                self.objects_stored.labels(kind, result)
+                self.objects_stored.labels(role, result)
         for reason in SKIP_REASONS:
             self.skipped.labels(reason)
         for operation in ("stat", "put"):
