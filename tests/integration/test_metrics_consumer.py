@@ -39,6 +39,7 @@ from tests.support_process import ServiceProcess, run_command
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CREATED_MS = int((T0 - timedelta(seconds=10)).timestamp() * 1000)  # every track's createTime
 CODEC = SchemaCodec.load()
+KIND = KIND_EXTEND_MUSIC  # the kind every event of this file has
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -73,9 +74,9 @@ def callback(topic: str, task: str, kind: str, *, at: float, code: int = 200,
     return Message(topic, task.encode(), orjson.dumps(event.data), headers, event.event_id)
 
 
-def archived(topic: str, task: str, kind: str, size: int) -> Message:
-    object_id = f"{task}-{kind}-object"
-    value = {"task_id": task, "track_id": f"{task}-0", "object": kind,
+def archived(topic: str, task: str, role: str, size: int) -> Message:
+    object_id = f"{task}-{role}-object"
+    value = {"task_id": task, "track_id": f"{task}-0", "object": role, "kind": "extend-music",
              "uri": f"file:///archive/{object_id}", "size": size, "sha256": "a" * 64,
              "content_type": "audio/mpeg", "source_url": "https://cdn.example/x",
              "source_event_id": "e" * 32, "future_field": [1, 2]}
@@ -86,6 +87,7 @@ def archived(topic: str, task: str, kind: str, size: int) -> Message:
 
 def dead_letter(topic: str, task: str, reason: str, report: str) -> Message:
     value = {"task_id": task, "track_id": f"{task}-0", "object": "audio", "url": None,
+             "kind": "extend-music",
              "reason": reason, "detail": "…", "attempts": 3, "source_event_id": "e" * 32,
              "topic": "music.callbacks.v1", "partition": 0, "offset": 7,
              "failed_at": "2026-01-01T00:00:00Z"}
@@ -204,40 +206,40 @@ async def test_a_scripted_stream_yields_exactly_the_expected_metrics(
         return value(m, name, **labels)
 
     assert v("metrics_messages_total", outcome="ok") == len(script)
-    counted = {(s, c): v("music_callbacks_total", stage=s, code=c)
+    counted = {(s, c): v("music_callbacks_total", kind=KIND, stage=s, code=c)
                for s in ("text", "first", "complete", "error") for c in ("200", "531", "other")}
     assert {k: n for k, n in counted.items() if n} == {
         ("text", "200"): 3, ("first", "200"): 2, ("complete", "200"): 4,
         ("error", "531"): 1, ("error", "other"): 1,
     }
-    assert [v("music_duplicate_callbacks_total", stage=s)
+    assert [v("music_duplicate_callbacks_total", kind=KIND, stage=s)
             for s in ("text", "first", "complete", "error")] == [0, 1, 0, 1]
-    assert v("music_repeated_stages_total", stage="complete") == 1
-    assert [v("music_out_of_order_stages_total", stage=s)
+    assert v("music_repeated_stages_total", kind=KIND, stage="complete") == 1
+    assert [v("music_out_of_order_stages_total", kind=KIND, stage=s)
             for s in ("text", "first", "complete", "error")] == [0, 1, 0, 0]
-    assert v("music_tasks_completed_total", code="200") == 3  # A, C, D once each
-    assert v("music_tasks_failed_total", code="531") == 1
-    assert v("music_tasks_failed_total", code="other") == 1
-    assert v("music_tracks_total") == 4
-    assert v("music_track_duration_seconds_count") == 4
-    assert v("music_track_duration_seconds_sum") == 100.0 + 200.5 + 60.0 + 150.0
-    assert v("music_track_duration_seconds_bucket", le="60.0") == 1
-    assert v("music_track_duration_seconds_bucket", le="120.0") == 2
-    assert v("music_track_duration_seconds_bucket", le="240.0") == 4
-    assert v("music_task_phase_seconds_count", phase="text_to_first") == 1
-    assert v("music_task_phase_seconds_sum", phase="text_to_first") == 20.0
-    assert v("music_task_phase_seconds_count", phase="first_to_complete") == 1
-    assert v("music_task_phase_seconds_sum", phase="first_to_complete") == 45.0
+    assert v("music_tasks_completed_total", kind=KIND, code="200") == 3  # A, C, D once each
+    assert v("music_tasks_failed_total", kind=KIND, code="531") == 1
+    assert v("music_tasks_failed_total", kind=KIND, code="other") == 1
+    assert v("music_tracks_total", kind=KIND) == 4
+    assert v("music_track_duration_seconds_count", kind=KIND) == 4
+    assert v("music_track_duration_seconds_sum", kind=KIND) == 100.0 + 200.5 + 60.0 + 150.0
+    assert v("music_track_duration_seconds_bucket", kind=KIND, le="60.0") == 1
+    assert v("music_track_duration_seconds_bucket", kind=KIND, le="120.0") == 2
+    assert v("music_track_duration_seconds_bucket", kind=KIND, le="240.0") == 4
+    assert v("music_task_phase_seconds_count", kind=KIND, phase="text_to_first") == 1
+    assert v("music_task_phase_seconds_sum", kind=KIND, phase="text_to_first") == 20.0
+    assert v("music_task_phase_seconds_count", kind=KIND, phase="first_to_complete") == 1
+    assert v("music_task_phase_seconds_sum", kind=KIND, phase="first_to_complete") == 45.0
     # createTime is T0-10s: A first 30, A complete 75, D 60 and 62, C 110 and 111.
-    assert v("music_callback_delay_seconds_count") == 6
-    assert v("music_callback_delay_seconds_sum") == 30 + 75 + 60 + 62 + 110 + 111
-    assert v("music_callback_delay_seconds_bucket", le="60.0") == 2
-    assert v("music_archived_objects_total", kind="audio") == 1
-    assert v("music_archived_objects_total", kind="cover") == 1
-    assert v("music_archived_bytes_total", kind="audio") == 1000
+    assert v("music_callback_delay_seconds_count", kind=KIND) == 6
+    assert v("music_callback_delay_seconds_sum", kind=KIND) == 30 + 75 + 60 + 62 + 110 + 111
+    assert v("music_callback_delay_seconds_bucket", kind=KIND, le="60.0") == 2
+    assert v("music_archived_objects_total", kind=KIND, role="audio") == 1
+    assert v("music_archived_objects_total", kind=KIND, role="cover") == 1
+    assert v("music_archived_bytes_total", kind=KIND, role="audio") == 1000
     assert v("music_duplicate_archive_reports_total", topic="archived") == 1
-    assert v("music_archive_dead_letters_total", reason="timeout") == 1
-    assert v("music_archive_dead_letters_total", reason="other") == 1
+    assert v("music_archive_dead_letters_total", kind=KIND, reason="timeout") == 1
+    assert v("music_archive_dead_letters_total", kind=KIND, reason="other") == 1
     assert v("music_invalid_records_total", topic="events") == 2
     assert v("music_task_state_entries", table="events") == 5  # A to E; none for bad records
     assert v("music_task_state_entries", table="archive") == 2
@@ -271,8 +273,8 @@ async def test_after_a_restart_committed_events_are_not_counted_again(
         before = await wait_for_messages(admin_port, 2)
         first.signal(signal.SIGTERM)
         assert await asyncio.to_thread(first.wait, 30) == 0, first.output()[-3000:]
-    assert value(before, "music_callbacks_total", stage="text", code="200") == 1
-    assert value(before, "music_callbacks_total", stage="first", code="200") == 1
+    assert value(before, "music_callbacks_total", kind=KIND, stage="text", code="200") == 1
+    assert value(before, "music_callbacks_total", kind=KIND, stage="first", code="200") == 1
     assert any(line.get("event") == "optional_topics_missing" for line in first.log_lines())
 
     await produce(kafka_broker.bootstrap_servers, [
@@ -284,13 +286,14 @@ async def test_after_a_restart_committed_events_are_not_counted_again(
     # One partition, read in order: had the first two records not been committed, they
     # would have been processed before this one.
     assert value(after, "metrics_messages_total", outcome="ok") == 1
-    assert value(after, "music_callbacks_total", stage="text", code="200") == 0
-    assert value(after, "music_callbacks_total", stage="first", code="200") == 0
-    assert value(after, "music_callbacks_total", stage="complete", code="200") == 1
-    assert value(after, "music_tasks_completed_total", code="200") == 1
-    assert value(after, "music_tracks_total") == 2
+    assert value(after, "music_callbacks_total", kind=KIND, stage="text", code="200") == 0
+    assert value(after, "music_callbacks_total", kind=KIND, stage="first", code="200") == 0
+    assert value(after, "music_callbacks_total", kind=KIND, stage="complete", code="200") == 1
+    assert value(after, "music_tasks_completed_total", kind=KIND, code="200") == 1
+    assert value(after, "music_tracks_total", kind=KIND) == 2
     # The per-task state started empty: no first→complete time without the `first` event.
-    assert value(after, "music_task_phase_seconds_count", phase="first_to_complete") == 0
+    assert value(after, "music_task_phase_seconds_count", kind=KIND,
+                 phase="first_to_complete") == 0
 
 
 @pytest.mark.kafka
@@ -319,7 +322,7 @@ async def test_a_traceparent_sent_to_the_gateway_appears_in_the_metrics_consumer
             assert response.status == 200, await response.text()
             event_id = (await response.json())["event_id"]
         counted = await wait_for_messages(metrics_admin, 1)
-    assert value(counted, "music_callbacks_total", stage="text", code="200") == 1
+    assert value(counted, "music_callbacks_total", kind=KIND, stage="text", code="200") == 1
     requests = [line for line in gateway.log_lines() if line.get("event") == "request"]
     messages = [line for line in consumer.log_lines() if line.get("event") == "message"]
     assert [line.get("trace_id") for line in requests] == [trace_id]
@@ -350,15 +353,15 @@ async def test_an_archive_topic_created_later_is_picked_up_without_a_restart(
 
     try:
         await produce(kafka_broker.bootstrap_servers, [callback(events, "task-a", "text", at=0)])
-        await wait_until(lambda: counted("music_callbacks_total", stage="text", code="200"),
-                         timeout=20)
+        await wait_until(lambda: counted("music_callbacks_total", kind=KIND, stage="text",
+                                         code="200"), timeout=20)
         kafka_topic_factory(partitions=1, name=stored)
         await produce(kafka_broker.bootstrap_servers, [archived(stored, "task-a", "audio", 10)])
-        await wait_until(lambda: counted("music_archived_objects_total", kind="audio"),
-                         timeout=20)
+        await wait_until(lambda: counted("music_archived_objects_total", kind=KIND,
+                                         role="audio"), timeout=20)
     finally:
         shutdown.event.set()
         await asyncio.wait_for(running, 20)
     # The events already committed were not read again by the re-subscribed member.
-    assert sample("music_callbacks_total", stage="text", code="200") == 1
+    assert sample("music_callbacks_total", kind=KIND, stage="text", code="200") == 1
     assert sample("metrics_messages_total", outcome="ok") == 2

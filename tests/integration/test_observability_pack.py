@@ -21,6 +21,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config.env import Env
+from service.consumers.metrics.exporter import KIND_LABELS
 from service.kafka.topics import ensure_topics, project_topics
 from tests.harness.kafka_broker import KafkaBroker
 from tests.support import free_port
@@ -282,3 +283,19 @@ def test_archiver_metric_names_in_the_pack_are_exported_by_the_archiver(
               if name.startswith("archiver_")}
     unknown = {name: sorted(where) for name, where in wanted.items() if name not in exported}
     assert not unknown, f"not exported by the running archiver: {unknown}"
+
+
+def test_the_pack_selects_by_kind_and_covers_every_callback_route() -> None:
+    variables = {variable["name"]: variable for variable in dashboard()["templating"]["list"]}
+    assert variables["kind"]["query"].split(",") == list(KIND_LABELS)
+    exprs = dashboard_exprs() + rule_exprs()
+    assert not [expr for expr in exprs if 'route="' in expr]  # no single route pinned
+    assert all('route=~"/callbacks/.*"' in expr for expr in exprs if "route" in expr)
+    per_task = [expr for expr in dashboard_exprs()
+                if re.search(r"music_(callbacks|tasks|task_phase|archived|archive_dead|tracks)",
+                             expr)]
+    assert per_task
+    assert all('kind=~"$kind"' in expr for expr in per_task)
+    [dead_letters] = [rule["expr"] for group in rules_file()["groups"] for rule in group["rules"]
+                      if rule.get("alert") == "MusicArchiveDeadLetterRateHigh"]
+    assert "sum by (kind)" in dead_letters

@@ -10,7 +10,7 @@ What counts, per task (state in :mod:`service.consumers.metrics.state`):
 
 * an event id already seen for the task is a *duplicate*: only
   ``music_duplicate_callbacks_total`` moves;
-* every other event counts once in ``music_callbacks_total{stage,code}`` and
+* every other event counts once in ``music_callbacks_total{kind,stage,code}`` and
   in the delay histogram; then, by the task's progress (``text`` < ``first`` <
   ``complete``; ``complete`` and ``error`` are terminal):
 
@@ -20,6 +20,12 @@ What counts, per task (state in :mod:`service.consumers.metrics.state`):
   - otherwise the task advances: ``first`` observes text→first, ``complete``
     counts the task completed, its tracks and their durations and observes
     first→complete, ``error`` counts the task failed.
+
+Every series is labelled with the event's ``kind`` (its value's, else the one
+in ``ce_type``; ``other`` outside the contract's 15). Phase times exist for the
+track family only: a one-shot kind (cover-image, lyrics, wav, ...) answers with
+a single ``complete`` or ``error``, so it has no phase to time; its delay is
+observed when its event carries a track ``createTime``.
 
 Phase times use the events' ``received_at`` (the gateway's clock), so consumer
 lag and replays do not distort them.
@@ -40,7 +46,8 @@ from aiokafka import TopicPartition
 from service.config.shared import TopicNames
 from service.consumers.metrics.exporter import (
     DEAD_LETTER_REASONS,
-    OBJECT_KINDS,
+    KIND_LABELS,
+    ROLE_LABELS,
     STAGES,
     MusicMetrics,
     closed_label,
@@ -60,6 +67,7 @@ STAGE_BITS: Final = {"text": 1, "first": 2, "complete": 4, "error": 8}
 _RANK: Final = {"text": 0, "first": 1, "complete": 2, "error": 2}
 _TERMINAL: Final = STAGE_BITS["complete"] | STAGE_BITS["error"]
 _MAX_ID_LENGTH: Final = 256
+_EVENT_TYPE_PREFIX: Final = "music.callback."
 
 
 class InvalidRecordError(ValueError):
@@ -76,6 +84,7 @@ class CallbackView:
 
     event_id: str
     task_id: str
+    kind: str  # a closed label value
     stage: str
     code: object
     received_at: float | None
@@ -87,7 +96,8 @@ class CallbackView:
 class ArchiveView:
     task_id: str
     report_id: str | None
-    label: str  # kind for archived, reason for archive-failed
+    kind: str  # a closed label value
+    label: str  # the role for archived, the reason for archive-failed
     size: int
 
 
@@ -159,37 +169,40 @@ class MetricsProcessor:
         fields.update(task_id=mask(event.task_id), event_id=event.event_id, stage=event.stage)
         metrics = self._metrics
         entry = self._state.events.touch(event.task_id, partition)
+        kind = event.kind
         if self._state.events.seen(entry, event.event_id):
-            metrics.duplicates.labels(event.stage).inc()
+            metrics.duplicates.labels(kind, event.stage).inc()
             return "duplicate"
         code = code_label(event.code)
-        metrics.callbacks.labels(event.stage, code).inc()
+        metrics.callbacks.labels(kind, event.stage, code).inc()
         if event.received_at is not None and event.earliest_created_at is not None:
-            metrics.delay.observe(max(0.0, event.received_at - event.earliest_created_at))
+            metrics.delay.labels(kind).observe(
+                max(0.0, event.received_at - event.earliest_created_at))
         bit = STAGE_BITS[event.stage]
         reached = entry.stages
         if reached & bit:
-            metrics.repeated.labels(event.stage).inc()
+            metrics.repeated.labels(kind, event.stage).inc()
             return "repeated"
         entry.stages = reached | bit
         if reached & _TERMINAL or _RANK[event.stage] < _highest_rank(reached):
-            metrics.out_of_order.labels(event.stage).inc()
+            metrics.out_of_order.labels(kind, event.stage).inc()
             return "out_of_order"
         now = event.received_at
         if event.stage == "text":
             entry.text_at = now
         elif event.stage == "first":
             entry.first_at = now
-            _observe_phase(metrics, "text_to_first", entry.text_at, now)
+            _observe_phase(metrics, kind, "text_to_first", entry.text_at, now)
         elif event.stage == "complete":
-            metrics.tasks_completed.labels(code).inc()
-            metrics.tracks.inc(len(event.track_durations))
+            metrics.tasks_completed.labels(kind, code).inc()
+            if event.track_durations:
+                metrics.tracks.labels(kind).inc(len(event.track_durations))
             for duration in event.track_durations:
                 if duration is not None:
-                    metrics.track_duration.observe(duration)
-            _observe_phase(metrics, "first_to_complete", entry.first_at, now)
+                    metrics.track_duration.labels(kind).observe(duration)
+            _observe_phase(metrics, kind, "first_to_complete", entry.first_at, now)
         else:
-            metrics.tasks_failed.labels(code).inc()
+            metrics.tasks_failed.labels(kind, code).inc()
         return "counted"
 
     def _archive(self, role: Role, report: ArchiveView, partition: Partition,
@@ -200,13 +213,14 @@ class MetricsProcessor:
             if self._state.archive.seen(entry, report.report_id):
                 self._metrics.archive_duplicates.labels(role).inc()
                 return "duplicate"
+        fields["kind"] = report.kind
         if role == "archived":
-            fields["kind"] = report.label
-            self._metrics.archived.labels(report.label).inc()
-            self._metrics.archived_bytes.labels(report.label).inc(report.size)
+            fields["role"] = report.label
+            self._metrics.archived.labels(report.kind, report.label).inc()
+            self._metrics.archived_bytes.labels(report.kind, report.label).inc(report.size)
         else:
             fields["reason"] = report.label
-            self._metrics.dead_letters.labels(report.label).inc()
+            self._metrics.dead_letters.labels(report.kind, report.label).inc()
         return "counted"
 
     def _sync_state_metrics(self) -> None:
@@ -234,10 +248,10 @@ def _highest_rank(stages: int) -> int:
     return highest
 
 
-def _observe_phase(metrics: MusicMetrics, phase: str, start: float | None,
+def _observe_phase(metrics: MusicMetrics, kind: str, phase: str, start: float | None,
                    end: float | None) -> None:
     if start is not None and end is not None and end >= start:
-        metrics.phase.labels(phase).observe(end - start)
+        metrics.phase.labels(kind, phase).observe(end - start)
 
 
 # ---- reading records (tolerant reader) -------------------------------------------------------
@@ -289,6 +303,17 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) and number >= 0 else None
 
 
+def kind_label(document: Mapping[str, object], headers: Mapping[str, str]) -> str:
+    """The event's kind as a label: its value's ``kind``, else the one in ``ce_type``
+    (``music.callback.<kind>.<stage>``), ``other`` when neither is a known kind."""
+    kind = document.get("kind")
+    if kind is None:
+        ce_type = headers.get("ce_type", "")
+        if ce_type.startswith(_EVENT_TYPE_PREFIX):
+            kind = ce_type.removeprefix(_EVENT_TYPE_PREFIX).rpartition(".")[0]
+    return closed_label(kind, KIND_LABELS)
+
+
 def read_callback(headers: Mapping[str, str], key: bytes | None,
                   value: bytes | None) -> CallbackView:
     document = _object(value)
@@ -317,7 +342,8 @@ def read_callback(headers: Mapping[str, str], key: bytes | None,
         if created is not None and (earliest is None or created < earliest):
             earliest = created
     return CallbackView(
-        event_id=event_id, task_id=task_id, stage=stage, code=document.get("code"),
+        event_id=event_id, task_id=task_id, kind=kind_label(document, headers), stage=stage,
+        code=document.get("code"),
         received_at=received_at, track_durations=tuple(durations), earliest_created_at=earliest,
     )
 
@@ -331,19 +357,24 @@ def read_archive(role: Role, headers: Mapping[str, str], key: bytes | None,
     report_id = _text(headers.get("ce_id"))
     if report_id is None:
         # No CloudEvents id: the fields that name one object (and, for a dead letter,
-        # the event that asked for it) identify a re-report just as well.
-        parts = (document.get("track_id"), document.get("object"),
+        # the event that asked for it) identify a re-report just as well. A file of
+        # the task as a whole has a null track id: its URI (or URL) names it instead.
+        track_id = document.get("track_id")
+        where = track_id if track_id is not None else document.get(
+            "uri" if role == "archived" else "url")
+        parts = (where, document.get("object"),
                  document.get("sha256") if role == "archived" else
                  document.get("source_event_id"))
         if all(isinstance(part, str) and part for part in parts):
             report_id = "\n".join(str(part) for part in parts)
+    kind = closed_label(document.get("kind"), KIND_LABELS)
     if role == "archived":
         size = document.get("size")
         return ArchiveView(
-            task_id=task_id, report_id=report_id,
-            label=closed_label(document.get("object"), OBJECT_KINDS),
+            task_id=task_id, report_id=report_id, kind=kind,
+            label=closed_label(document.get("object"), ROLE_LABELS),
             size=size if isinstance(size, int) and not isinstance(size, bool) and size > 0
             else 0,
         )
-    return ArchiveView(task_id=task_id, report_id=report_id,
+    return ArchiveView(task_id=task_id, report_id=report_id, kind=kind,
                        label=closed_label(document.get("reason"), DEAD_LETTER_REASONS), size=0)
