@@ -33,7 +33,7 @@ from service.config.env import Env
 from service.consumers.archiver.keys import archive_event_id
 from service.consumers.archiver.main import run_archiver
 from service.contracts.codec import ARCHIVE_FAILED_V1, ARCHIVED_V1, EVENT_V1, SchemaCodec
-from service.contracts.vocabulary import FileRole
+from service.contracts.vocabulary import FILE_ROLES, STEM_ROLES, FileRole
 from service.runtime import ShutdownFlag
 from service.storage.base import ObjectMetadata
 from service.storage.factory import open_store
@@ -589,6 +589,10 @@ MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) * 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(200)) + b"\xff\xd9"
 
 
+def stem_path(name: str) -> str:
+    return "/bass.bin" if name == "bass" else f"/{name}.mp3"
+
+
 def stem(name: str) -> bytes:
     """A distinct small "MP3" per stem (ID3 header, then bytes of its own)."""
     return b"ID3\x04\x00\x00\x00\x00\x00\x00" + name.encode() * 512
@@ -601,9 +605,7 @@ async def test_every_file_role_is_stored_with_its_content_type_under_its_key(
     served: dict[str, tuple[str, bytes]] = {
         "/v.mp4": ("video/mp4", MP4), "/w.wav": ("audio/wav", WAV),
         "/1.png": ("image/png", PNG), "/2.jpg": ("image/jpeg", JPEG),
-        "/vocal.mp3": ("audio/mpeg", stem("vocal")),
-        "/instrumental.mp3": ("audio/mpeg", stem("instrumental")),
-        "/drums.mp3": ("audio/mpeg", stem("drums")),
+        **{f"/{name}.mp3": ("audio/mpeg", stem(name)) for name in STEM_ROLES if name != "bass"},
         "/bass.bin": ("application/octet-stream", stem("bass")),
         "/g.mp3": ("audio/mpeg", stem("song")), "/g.jpg": ("image/jpeg", JPEG),
         "/old.wav": ("audio/x-wav", WAV), "/old.png": ("image/png", PNG),
@@ -622,10 +624,8 @@ async def test_every_file_role_is_stored_with_its_content_type_under_its_key(
         event("wav-1", kind="wav", files=[file_value("wav", u("/w.wav"), track_id="tr-w")]),
         event("image-1", kind="cover-image", files=[file_value("image", u("/1.png")),
                                                    file_value("image", u("/2.jpg"))]),
-        event("sep-1", kind="vocal-separation", files=[
-            file_value(name, u(path)) for name, path in (
-                ("vocal", "/vocal.mp3"), ("instrumental", "/instrumental.mp3"),
-                ("drums", "/drums.mp3"), ("bass", "/bass.bin"))]),
+        event("sep-1", kind="vocal-separation", files=[  # every stem
+            file_value(name, u(stem_path(name))) for name in STEM_ROLES]),
         event("gen-1", generated, kind="generate-music", files=[
             file_value("audio", u("/expired.mp3"), fallback=u("/g.mp3"), track_id="g1"),
             file_value("cover", u("/g.jpg"), track_id="g1")]),
@@ -637,11 +637,8 @@ async def test_every_file_role_is_stored_with_its_content_type_under_its_key(
         ("wav-1", "tr-w", "wav"): ("wav", "wav", "tr-w", "/w.wav"),
         ("image-1", "_", "image"): ("cover-image", "image", None, "/1.png"),
         ("image-1", "_", "image-2"): ("cover-image", "image", None, "/2.jpg"),
-        ("sep-1", "_", "vocal"): ("vocal-separation", "vocal", None, "/vocal.mp3"),
-        ("sep-1", "_", "instrumental"): ("vocal-separation", "instrumental", None,
-                                         "/instrumental.mp3"),
-        ("sep-1", "_", "drums"): ("vocal-separation", "drums", None, "/drums.mp3"),
-        ("sep-1", "_", "bass"): ("vocal-separation", "bass", None, "/bass.bin"),
+        **{("sep-1", "_", name): ("vocal-separation", name, None, stem_path(name))
+           for name in STEM_ROLES},
         ("gen-1", "g1", "audio"): ("generate-music", "audio", "g1", "/g.mp3"),
         ("gen-1", "g1", "cover"): ("generate-music", "cover", "g1", "/g.jpg"),
         ("old-1", "o1", "audio"): ("extend-music", "audio", "o1", "/old.wav"),
@@ -680,6 +677,8 @@ async def test_every_file_role_is_stored_with_its_content_type_under_its_key(
                   and p.suffix != ".json") == sorted("/".join(k) for k in expected)
     assert await read_records(kafka_broker.bootstrap_servers, topics[2], expect=0,
                               timeout=0.5) == []
+    # Every role of the contract was stored.
+    assert {value["object"] for value in reports.values()} == set(FILE_ROLES)
     assert archiver.metric("archiver_objects_stored_total", object="image",
                            result="stored") == 2
     assert archiver.metric("archiver_objects_stored_total", object="video",
