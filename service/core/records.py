@@ -10,6 +10,7 @@ import base64
 from datetime import datetime
 from typing import Any, Final
 
+from service.core.kinds.base import callback_route
 from service.core.model import CallbackEvent, Rejection
 from service.core.timefmt import rfc3339
 
@@ -23,14 +24,13 @@ def event_type(kind: str, stage: str) -> str:
     return f"music.callback.{kind}.{stage}"
 
 
-def cloudevent_headers(
-    event: CallbackEvent, *, source: str, dataschema: str, kind: str,
-) -> Headers:
+def cloudevent_headers(event: CallbackEvent, *, dataschema: str) -> Headers:
+    """The envelope: ``ce_source`` is the kind's route, ``ce_type`` names kind and stage."""
     return [
         ("ce_specversion", CE_SPECVERSION.encode()),
         ("ce_id", event.event_id.encode()),
-        ("ce_source", source.encode()),
-        ("ce_type", event_type(kind, event.stage).encode()),
+        ("ce_source", callback_route(event.kind).encode()),
+        ("ce_type", event_type(event.kind, event.stage).encode()),
         ("ce_time", rfc3339(event.received_at).encode()),
         ("ce_subject", event.task_id.encode()),
         ("ce_dataschema", dataschema.encode()),
@@ -44,9 +44,10 @@ def rejected_value(
     *,
     received_at: datetime,
     content_type: str | None,
-    source: str,
+    kind: str,
 ) -> dict[str, Any]:
-    """The rejected-topic value: reason, errors, and the body kept byte for byte."""
+    """The rejected-topic value: reason, errors, the kind and its route, and the body
+    kept byte for byte."""
     try:
         text, encoding = body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -57,7 +58,8 @@ def rejected_value(
         "received_at": rfc3339(received_at),
         "content_type": content_type,
         "task_id": rejection.task_id,
-        "source": source,
+        "source": callback_route(kind),
+        "kind": kind,
         "encoding": encoding,
         "body": text,
     }
