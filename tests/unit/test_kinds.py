@@ -444,3 +444,15 @@ def test_event_examples_are_exactly_what_the_gateway_writes_for_an_inbound_examp
     expected = orjson.loads((EXAMPLES / EVENT_V1 / event_name).read_bytes())
     event = accepted(kind, (EXAMPLES / kind.schema / inbound).read_bytes())
     assert event.data == expected
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
+def test_a_code_beyond_any_integer_type_is_a_schema_violation_not_a_crash(
+    kind: CallbackKind,
+) -> None:
+    """orjson reads an integer past 64 bits as a float; written back as an integer it
+    cannot be serialized: such a code is refused by the schema (and kept as rejected)."""
+    body = b'{"code": -857518448914389008384, "task_id": "t", "data": {"task_id": "t"}}'
+    result = run(kind, body)
+    assert isinstance(result, Rejection)
+    assert (result.reason, result.errors[0].path) == ("schema_violation", "/code")
