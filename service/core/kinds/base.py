@@ -188,3 +188,14 @@ def one_shot(document: Document, files: list[FileEntry], *, has_result: bool,
         return stage
     return Reading(stage, error=text_or_none(data_object(document).get("error")),
                    files=files, extra=extra or {})
+
+
+def one_url_reader(role: str, field_name: str) -> Reader:
+    """The reader of a one-shot kind whose result is one URL, ``data.<field_name>`` in
+    either spelling: one file of ``role``, and ``complete`` only when it is there."""
+    def read(document: Document, _provider_tz: tzinfo) -> Reading | Rejection:
+        url = present(either_spelling(data_object(document), field_name))
+        files = [file_entry(role, [url])] if url else []
+        return one_shot(document, files, has_result=bool(files))
+
+    return read
