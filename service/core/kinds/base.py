@@ -105,11 +105,10 @@ def camel_case(snake: str) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
-def either_spelling(mapping: dict[str, Any], snake: str) -> object:
-    """``mapping[snake]``, or its camelCase twin (``audio_wav_url`` / ``audioWavUrl``)
-    when the snake_case one is absent or null: mirrors spell the same field both ways."""
-    value = mapping.get(snake)
-    return value if value is not None else mapping.get(camel_case(snake))
+def present_in_either_spelling(mapping: dict[str, Any], snake: str) -> str | None:
+    """The non-blank text of ``mapping[snake]`` or of its camelCase twin
+    (``audio_wav_url`` / ``audioWavUrl``): mirrors spell the same field both ways."""
+    return present(mapping.get(snake)) or present(mapping.get(camel_case(snake)))
 
 
 def data_object(document: Document) -> Document:
@@ -194,7 +193,7 @@ def one_url_reader(role: str, field_name: str) -> Reader:
     """The reader of a one-shot kind whose result is one URL, ``data.<field_name>`` in
     either spelling: one file of ``role``, and ``complete`` only when it is there."""
     def read(document: Document, _provider_tz: tzinfo) -> Reading | Rejection:
-        url = present(either_spelling(data_object(document), field_name))
+        url = present_in_either_spelling(data_object(document), field_name)
         files = [file_entry(role, [url])] if url else []
         return one_shot(document, files, has_result=bool(files))
 

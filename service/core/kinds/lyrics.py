@@ -14,9 +14,8 @@ from service.core.kinds.base import (
     Document,
     Reading,
     data_object,
-    either_spelling,
     one_shot,
-    present,
+    present_in_either_spelling,
     text_or_none,
 )
 from service.core.model import Rejection
@@ -28,7 +27,7 @@ def read_lyrics(document: Document, _provider_tz: tzinfo) -> Reading | Rejection
         {"text": text_or_none(item.get("text")),
          "title": text_or_none(item.get("title")),
          "status": text_or_none(item.get("status")),
-         "error": present(either_spelling(item, "error_message"))}  # "" means no error
+         "error": present_in_either_spelling(item, "error_message")}  # "" means no error
         for item in (items if isinstance(items, list) else [])
         if isinstance(item, dict)
     ]

@@ -17,10 +17,9 @@ from service.core.kinds.base import (
     FileEntry,
     Reading,
     data_object,
-    either_spelling,
     file_entry,
     one_shot,
-    present,
+    present_in_either_spelling,
 )
 from service.core.model import Rejection
 
@@ -38,7 +37,7 @@ def read_vocal_separation(document: Document, _provider_tz: tzinfo) -> Reading |
         (data[name] for name in _INFO_FIELDS if isinstance(data.get(name), dict)), {})
     files: list[FileEntry] = []
     for stem in STEMS:
-        url = present(either_spelling(info, f"{stem}_url"))
+        url = present_in_either_spelling(info, f"{stem}_url")
         if url is not None:
             files.append(file_entry(stem, [url]))
     separated = any(entry["role"] != "origin" for entry in files)
