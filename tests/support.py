@@ -10,11 +10,11 @@ from typing import Any, Final
 import orjson
 
 EXAMPLES: Final = Path(__file__).resolve().parent / "examples"
-INBOUND_EXAMPLES: Final = EXAMPLES / "provider.extend-music-callback.v1"
 
 
-def example_bytes(name: str) -> bytes:
-    return (INBOUND_EXAMPLES / name).read_bytes()
+def example_bytes(name: str, schema: str = "provider.track-callback.v1") -> bytes:
+    """An inbound example: by default of the track family (extend-music and its kin)."""
+    return (EXAMPLES / schema / name).read_bytes()
 
 
 def example(name: str) -> dict[str, Any]:

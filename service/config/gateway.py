@@ -34,13 +34,15 @@ class GatewayConfig:
     max_body_bytes: int = 256 * 1024
     publish_timeout_seconds: float = 5.0
     provider_timezone: tzinfo = UTC
-    event_source: str = "/callbacks/extend-music"
     log_level: str = "INFO"
     shutdown_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> GatewayConfig:
         env = env or Env()
+        if env.raw("EVENT_SOURCE") is not None:
+            raise ConfigError("EVENT_SOURCE", "no longer read: the source of each event now "
+                              "comes from its callback kind (/callbacks/<kind>); remove it")
         publish_timeout = env.float("PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=14.0)
         return cls(
             kafka=KafkaSettings.from_env(env, client_id="music-gateway"),
@@ -56,7 +58,6 @@ class GatewayConfig:
                                    maximum=16 * 1024 * 1024),
             publish_timeout_seconds=publish_timeout,
             provider_timezone=read_timezone(env, "PROVIDER_TIMEZONE"),
-            event_source=env.str("EVENT_SOURCE", "/callbacks/extend-music"),
             log_level=read_log_level(env),
             shutdown_timeout_seconds=env.float("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
         )

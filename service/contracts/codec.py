@@ -17,7 +17,6 @@ import orjson
 
 SCHEMAS_DIR: Final = Path(__file__).resolve().parents[2] / "schemas"
 
-INBOUND_EXTEND_MUSIC: Final = "provider.extend-music-callback.v1"
 EVENT_V1: Final = "music.callbacks.v1"
 REJECTED_V1: Final = "music.callbacks.rejected.v1"
 ARCHIVED_V1: Final = "music.audio.archived.v1"

@@ -10,7 +10,6 @@ from service.contracts.codec import SchemaError
 
 Stage = Literal["text", "first", "complete", "error"]
 STAGES: Final[tuple[Stage, ...]] = ("text", "first", "complete", "error")
-KIND_EXTEND_MUSIC: Final = "extend-music"
 
 RejectReason = Literal[
     "invalid_utf8",
@@ -46,6 +45,7 @@ class CallbackEvent:
 
     event_id: str
     task_id: str
+    kind: str
     stage: Stage
     received_at: datetime
     data: dict[str, Any] = field(repr=False)

@@ -11,6 +11,7 @@ import base64
 from datetime import datetime
 from typing import Any, Final
 
+from service.core.kinds.base import callback_route
 from service.core.model import CallbackEvent, Rejection
 from service.core.timefmt import rfc3339
 
@@ -40,11 +41,10 @@ def envelope_headers(
     ]
 
 
-def cloudevent_headers(
-    event: CallbackEvent, *, source: str, dataschema: str, kind: str,
-) -> Headers:
-    return envelope_headers(ce_id=event.event_id, source=source,
-                            ce_type=event_type(kind, event.stage), time=event.received_at,
+def cloudevent_headers(event: CallbackEvent, *, dataschema: str) -> Headers:
+    """The envelope: ``ce_source`` is the kind's route, ``ce_type`` names kind and stage."""
+    return envelope_headers(ce_id=event.event_id, source=callback_route(event.kind),
+                            ce_type=event_type(event.kind, event.stage), time=event.received_at,
                             subject=event.task_id, dataschema=dataschema)
 
 
@@ -54,9 +54,10 @@ def rejected_value(
     *,
     received_at: datetime,
     content_type: str | None,
-    source: str,
+    kind: str,
 ) -> dict[str, Any]:
-    """The rejected-topic value: reason, errors, and the body kept byte for byte."""
+    """The rejected-topic value: reason, errors, the kind and its route, and the body
+    kept byte for byte."""
     try:
         text, encoding = body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -67,7 +68,8 @@ def rejected_value(
         "received_at": rfc3339(received_at),
         "content_type": content_type,
         "task_id": rejection.task_id,
-        "source": source,
+        "source": callback_route(kind),
+        "kind": kind,
         "encoding": encoding,
         "body": text,
     }

@@ -129,11 +129,11 @@ def run_dev_stack(env: Env) -> int:
 
 def _print_banner(http_port: int, processes: list[tuple[Child, subprocess.Popen[bytes]]],
                   archive_dir: Path, *, auth_none: bool) -> None:
-    example = REPO / "tests" / "examples" / "provider.extend-music-callback.v1"
+    example = REPO / "tests" / "examples" / "provider.track-callback.v1"
     lines = [
         "",
         "The local stack is up.",
-        f"  callbacks : http://127.0.0.1:{http_port}/callbacks/extend-music",
+        f"  callbacks : http://127.0.0.1:{http_port}/callbacks/<kind> (extend-music, lyrics, ...)",
         *(f"  {child.name:<9} : http://127.0.0.1:{child.admin_port}/metrics  /healthz  /readyz"
           for child, _ in processes),
         f"  archive   : {archive_dir}",

@@ -1,8 +1,10 @@
 """``create_app(config)``: the gateway's public callback application.
 
 Typed ``web.AppKey``s hold the clients; each client has one ``cleanup_ctx``
-that starts it and, on shutdown, flushes and closes it. Handlers stay thin:
-they read the request and hand the bytes to ``CallbackIngest``.
+that starts it and, on shutdown, flushes and closes it. Every registered callback
+kind gets its route, ``POST /callbacks/<kind>``, whose one-line handler runs the one
+pipeline (read, decode, verify, normalize, publish); any other path is a 404 that
+publishes nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from prometheus_client import CollectorRegistry
 from service.config.gateway import GatewayConfig
 from service.config.kafka import max_record_bytes
 from service.contracts.codec import SchemaCodec
+from service.core.kinds import KINDS, CallbackKind
 from service.core.normalize import decode
 from service.edge.guard import Guard, make_guard_middleware
-from service.edge.http import make_request_middleware, read_body
+from service.edge.http import Handler, make_request_middleware, read_body
 from service.edge.ingest import CallbackIngest
 from service.edge.metrics import GatewayMetrics
 from service.kafka.producer import KafkaPublisher, ProducerOptions
@@ -31,24 +34,30 @@ INGEST_KEY: Final = web.AppKey("ingest", CallbackIngest)
 METRICS_KEY: Final = web.AppKey("metrics", GatewayMetrics)
 GUARD_KEY: Final = web.AppKey("guard", Guard)
 
-CALLBACK_PATH: Final = "/callbacks/extend-music"
 
-
-async def extend_music_callback(request: web.Request) -> web.Response:
+async def receive_callback(request: web.Request, kind: CallbackKind) -> web.Response:
+    """The pipeline every kind shares. A refusal (size, time, verification, rate) raises
+    before anything reaches a topic; the error middleware answers it."""
     config = request.app[CONFIG_KEY]
-    ingest = request.app[INGEST_KEY]
+    structlog.contextvars.bind_contextvars(kind=kind.name)
     body = await read_body(request, config.max_body_bytes,
                            config.security.body_read_timeout_seconds)
-    decoded = decode(body)
+    decoded = decode(body, kind)
     verified = request.app[GUARD_KEY].verify(request, body, decoded.task_id)
-    if isinstance(verified, web.Response):
-        return verified  # refused: nothing reaches any topic
     traceparent, trace_id = start_or_continue(request.headers.get("traceparent"),
                                               request.headers.get("tracestate"))
     structlog.contextvars.bind_contextvars(trace_id=trace_id)
-    outcome = await ingest.accept(body, decoded, content_type=request.content_type,
-                                  task_ref=verified.task_ref, traceparent=traceparent)
+    outcome = await request.app[INGEST_KEY].accept(
+        kind, body, decoded, content_type=request.content_type,
+        task_ref=verified.task_ref, traceparent=traceparent)
     return web.json_response(outcome.body, status=outcome.status, headers=outcome.headers)
+
+
+def callback_handler(kind: CallbackKind) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        return await receive_callback(request, kind)
+
+    return handle
 
 
 async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -91,5 +100,6 @@ def create_app(
         config=config, codec=codec or SchemaCodec.load(), publisher=publisher, metrics=metrics,
     )
     app.cleanup_ctx.append(_publisher_ctx)
-    app.router.add_post(CALLBACK_PATH, extend_music_callback)
+    for kind in KINDS:
+        app.router.add_post(kind.route, callback_handler(kind))
     return app

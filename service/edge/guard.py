@@ -21,7 +21,7 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from service.edge.http import Handler, json_error
+from service.edge.http import Handler, RefusedError, json_error
 from service.edge.metrics import GatewayMetrics
 from service.edge.security import (
     Failure,
@@ -55,8 +55,9 @@ class Guard:
                                     config.rate_limit_max_keys)
         self.in_flight = 0
 
-    def verify(self, request: web.Request, body: bytes, task_id: str | None,
-               ) -> Verified | web.Response:
+    def verify(self, request: web.Request, body: bytes, task_id: str | None) -> Verified:
+        """The verified caller; a refusal raises ``RefusedError``, which the error
+        middleware answers, so nothing after this line runs for a refused request."""
         headers: Mapping[str, str] = request.headers
         result = self.verifier.verify(request.query, headers, body, task_id)
         if (isinstance(result, Failure) and result.scheme is Scheme.PROVIDER_HMAC
@@ -65,11 +66,11 @@ class Guard:
             # provider's signature input, so it is kept as rejected, not dropped.
             result = self._without_provider_hmac.verify(request.query, headers, body, task_id)
         if isinstance(result, Failure):
-            return self.refuse(request, result.status, result.reason.value,
-                               body_bytes=len(body))
+            raise RefusedError(self.refuse(request, result.status, result.reason.value,
+                                           body_bytes=len(body)))
         allowed, retry_after = self.by_token.allow(result.token_id or "no-token")
         if not allowed:
-            return self.limited(request, "token", retry_after)
+            raise RefusedError(self.limited(request, "token", retry_after))
         return result
 
     def refuse(self, request: web.Request, status: int, reason: str,

@@ -50,6 +50,14 @@ def json_error(
     )
 
 
+class RefusedError(Exception):
+    """A request the guard refused: its answer is ready; the error middleware sends it."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(f"refused with {response.status}")
+        self.response = response
+
+
 class BodyTimeoutError(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"body not received within {seconds}s")
@@ -117,6 +125,8 @@ def make_request_middleware(metrics: GatewayMetrics) -> Any:
 async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except RefusedError as exc:
+        return exc.response
     except BodyTooLargeError as exc:
         response = json_error(413, "body_too_large", f"the body exceeds {exc.limit} bytes",
                               limit=exc.limit)

@@ -1,4 +1,4 @@
-"""Callback ingestion: decode → normalize → publish, answering only after the broker acks.
+"""Callback ingestion: normalize → publish, answering only after the broker acks.
 
 This is the application service behind the HTTP handler. It knows nothing of
 aiohttp: it takes the body bytes and returns an ``Outcome`` (status + JSON body),
@@ -19,7 +19,8 @@ import structlog
 
 from service.config.gateway import GatewayConfig
 from service.contracts.codec import EVENT_V1, SchemaCodec
-from service.core.model import KIND_EXTEND_MUSIC, CallbackEvent, Decoded, Rejection
+from service.core.kinds import CallbackKind
+from service.core.model import CallbackEvent, Decoded, Rejection
 from service.core.normalize import normalize
 from service.core.records import cloudevent_headers, rejected_value
 from service.edge.metrics import GatewayMetrics
@@ -60,6 +61,7 @@ class CallbackIngest:
 
     async def accept(
         self,
+        kind: CallbackKind,
         body: bytes,
         decoded: Decoded | Rejection,
         *,
@@ -74,42 +76,39 @@ class CallbackIngest:
             result = decoded
         else:
             result = normalize(
-                decoded, body, received_at=received_at, codec=self._codec,
+                decoded, body, kind=kind, received_at=received_at, codec=self._codec,
                 provider_tz=self._config.provider_timezone, task_ref=task_ref,
             )
         trace = [kafka_header(traceparent)] if traceparent else []
         if isinstance(result, Rejection):
-            return await self._reject(result, body, received_at, content_type, trace)
+            return await self._reject(kind, result, body, received_at=received_at,
+                                      content_type=content_type, trace=trace)
         return await self._publish_event(result, trace)
 
     async def _publish_event(self, event: CallbackEvent, trace: Headers) -> Outcome:
         structlog.contextvars.bind_contextvars(
             task_id=event.task_id, event_id=event.event_id, stage=event.stage,
         )
-        headers = cloudevent_headers(
-            event, source=self._config.event_source, dataschema=self._dataschema,
-            kind=KIND_EXTEND_MUSIC,
-        ) + trace
+        headers = cloudevent_headers(event, dataschema=self._dataschema) + trace
         failure = await self._send(
             "events", self._config.topics.events, key=event.task_id.encode(),
             value=orjson.dumps(event.data), headers=headers,
         )
         if failure is not None:
             return failure
-        self._metrics.events.labels(event.stage).inc()
+        self._metrics.events.labels(event.kind, event.stage).inc()
         return Outcome(200, {"status": "received", "event_id": event.event_id})
 
     async def _reject(
-        self, rejection: Rejection, body: bytes, received_at: datetime, content_type: str | None,
-        trace: Headers,
+        self, kind: CallbackKind, rejection: Rejection, body: bytes, *, received_at: datetime,
+        content_type: str | None, trace: Headers,
     ) -> Outcome:
         structlog.contextvars.bind_contextvars(
             task_id=rejection.task_id, reason=rejection.reason,
             error_paths=[error.path for error in rejection.errors][:5],
         )
         value = rejected_value(
-            rejection, body, received_at=received_at, content_type=content_type,
-            source=self._config.event_source,
+            rejection, body, received_at=received_at, content_type=content_type, kind=kind.name,
         )
         failure = await self._send(
             "rejected", self._config.topics.rejected,

@@ -31,8 +31,8 @@ class GatewayMetrics:
             ["topic", "reason"], registry=registry,
         )
         self.events = Counter(
-            "gateway_events_published", "Events acknowledged by the broker, by stage.",
-            ["stage"], registry=registry,
+            "gateway_events_published", "Events acknowledged by the broker, by kind and stage.",
+            ["kind", "stage"], registry=registry,
         )
         self.rejections = Counter(
             "gateway_rejections", "Bodies kept on the rejected topic, by reason.",

@@ -13,7 +13,8 @@ import jsonschema_rs
 import msgspec
 import orjson
 
-from service.contracts.codec import INBOUND_EXTEND_MUSIC, SCHEMAS_DIR
+from service.contracts.codec import SCHEMAS_DIR
+from service.core.kinds import kind_named
 from tests.support import example_bytes
 
 
@@ -40,7 +41,7 @@ class Callback(msgspec.Struct, forbid_unknown_fields=False):
 
 def main() -> None:
     schema: dict[str, Any] = orjson.loads(
-        (SCHEMAS_DIR / f"{INBOUND_EXTEND_MUSIC}.schema.json").read_bytes())
+        (SCHEMAS_DIR / f"{kind_named('extend-music').schema}.schema.json").read_bytes())
     body = example_bytes("real-first-partial.json")
     rs = jsonschema_rs.validator_for(schema)
     fast = fastjsonschema.compile(schema)

@@ -16,9 +16,10 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from service.config.env import Env
 from service.contracts.codec import EVENT_V1, REJECTED_V1, SchemaCodec
+from service.core.kinds import kind_named
 from service.core.normalize import event_id_for
 from service.core.records import body_from_rejected
-from service.edge.app import CALLBACK_PATH, PUBLISHER_KEY, create_app
+from service.edge.app import PUBLISHER_KEY, create_app
 from service.kafka.topics import ensure_topics, project_topics
 from tests.harness.kafka_broker import KafkaBroker
 from tests.support import example_bytes, free_port
@@ -26,6 +27,7 @@ from tests.support_kafka import gateway_config, gateway_env, headers_of, read_re
 
 pytestmark = pytest.mark.kafka
 CODEC = SchemaCodec.load()
+CALLBACK_PATH = kind_named("extend-music").route
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 

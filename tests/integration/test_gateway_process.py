@@ -40,6 +40,7 @@ async def process_env(kafka_broker: KafkaBroker) -> ProcessEnv:
     ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_MECHANISM"),
     ({"KAFKA_SASL_PASSWORD_FILE": "/nonexistent/secret"}, "KAFKA_SASL_PASSWORD_FILE"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ({"EVENT_SOURCE": "/callbacks/extend-music"}, "EVENT_SOURCE"),  # the kind gives the source
 ])
 def test_bad_configuration_fails_fast_naming_the_variable(
     overrides: dict[str, str], variable: str,

@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestServer
 
 from service.config.env import ConfigError, Env
 from service.config.gateway import GatewayConfig
-from service.edge.app import CALLBACK_PATH, PUBLISHER_KEY, create_app
+from service.core.kinds import kind_named
+from service.edge.app import PUBLISHER_KEY, create_app
 from service.edge.security import (
     provider_signature,
     sign_callback_url,
@@ -32,6 +33,7 @@ from tests.support_kafka import gateway_config, gateway_env, read_records
 from tests.support_process import run_command
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
+CALLBACK_PATH = kind_named("extend-music").route
 BODY = example_bytes("documented-complete.json")
 TASK_ID = "2fac****9f72"
 

@@ -24,7 +24,8 @@ from service.consumers.metrics.exporter import MusicMetrics
 from service.consumers.metrics.main import MetricsConsumerLoop
 from service.consumers.metrics.processor import MetricsProcessor, StateTables
 from service.contracts.codec import EVENT_V1, SchemaCodec
-from service.core.model import KIND_EXTEND_MUSIC, CallbackEvent, Decoded
+from service.core.kinds import kind_named
+from service.core.model import CallbackEvent, Decoded
 from service.core.normalize import decode, normalize
 from service.core.records import Headers, cloudevent_headers
 from service.kafka.consumer import ConsumerMetrics
@@ -39,7 +40,7 @@ from tests.support_process import ServiceProcess, run_command
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CREATED_MS = int((T0 - timedelta(seconds=10)).timestamp() * 1000)  # every track's createTime
 CODEC = SchemaCodec.load()
-KIND = KIND_EXTEND_MUSIC  # the kind every event of this file has
+KIND = "extend-music"  # the kind every event of this file has
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -62,13 +63,13 @@ def callback(topic: str, task: str, kind: str, *, at: float, code: int = 200,
               for n, duration in enumerate(durations)]
     body = orjson.dumps({"code": code, "msg": msg,
                          "data": {"callbackType": kind, "task_id": task, "data": tracks}})
-    decoded = decode(body)
+    extend_music = kind_named("extend-music")
+    decoded = decode(body, extend_music)
     assert isinstance(decoded, Decoded), decoded
-    event = normalize(decoded, body, received_at=T0 + timedelta(seconds=at), codec=CODEC,
-                      provider_tz=UTC)
+    event = normalize(decoded, body, kind=extend_music, received_at=T0 + timedelta(seconds=at),
+                      codec=CODEC, provider_tz=UTC)
     assert isinstance(event, CallbackEvent), event
-    headers = cloudevent_headers(event, source="/callbacks/extend-music",
-                                 dataschema=CODEC.schema_id(EVENT_V1), kind=KIND_EXTEND_MUSIC)
+    headers = cloudevent_headers(event, dataschema=CODEC.schema_id(EVENT_V1))
     if traceparent is not None:
         headers.append(kafka_header(traceparent))
     return Message(topic, task.encode(), orjson.dumps(event.data), headers, event.event_id)

@@ -1,13 +1,19 @@
-"""The AsyncAPI document names the default topics and points at the real schema files."""
+"""The AsyncAPI document names the default topics, points at the real schema files and
+describes the headers of every kind's events."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+import jsonschema_rs
 import yaml
 
 from service.config.shared import TopicNames
-from service.contracts.codec import SCHEMAS_DIR, SchemaCodec
+from service.contracts.codec import EVENT_V1, SCHEMAS_DIR, SchemaCodec
+from service.core.kinds import KINDS
+from service.core.model import STAGES, CallbackEvent
+from service.core.records import cloudevent_headers
 
 
 def load() -> dict[str, Any]:
@@ -34,3 +40,25 @@ def test_every_payload_reference_is_a_schema_of_the_codec() -> None:
 def test_event_dataschema_header_matches_the_schema_id() -> None:
     headers = load()["components"]["messages"]["callbackEvent"]["headers"]["properties"]
     assert headers["ce_dataschema"]["const"] == SchemaCodec.load().schema_id("music.callbacks.v1")
+
+
+def test_event_headers_name_exactly_the_registered_kinds() -> None:
+    headers = load()["components"]["messages"]["callbackEvent"]["headers"]["properties"]
+    assert headers["ce_source"]["enum"] == [kind.route for kind in KINDS]
+    assert headers["ce_type"]["pattern"].count("|") == len(KINDS) - 1 + len(STAGES) - 1
+
+
+def test_the_headers_of_every_kind_and_stage_match_the_document() -> None:
+    schema = load()["components"]["messages"]["callbackEvent"]["headers"]
+    validator = jsonschema_rs.validator_for(schema)
+    dataschema = SchemaCodec.load().schema_id(EVENT_V1)
+    for kind in KINDS:
+        for stage in STAGES:
+            event = CallbackEvent("0" * 32, "t", kind.name, stage, datetime.now(UTC), {})
+            headers = {name: value.decode() for name, value
+                       in cloudevent_headers(event, dataschema=dataschema)}
+            assert validator.is_valid(headers), headers
+    unknown = CallbackEvent("0" * 32, "t", "extend", "complete", datetime.now(UTC), {})
+    headers = {name: value.decode() for name, value
+               in cloudevent_headers(unknown, dataschema=dataschema)}
+    assert not validator.is_valid(headers)  # the document does not accept just any kind

@@ -1,4 +1,7 @@
-"""Normalization of every documented and observed provider variant (pure, no I/O)."""
+"""Normalization of extend-music's documented and observed variants (pure, no I/O).
+
+The other kinds, and what every kind shares, are pinned in tests/unit/test_kinds.py.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +13,25 @@ import orjson
 import pytest
 
 from service.contracts.codec import EVENT_V1, SchemaCodec
+from service.core.kinds import kind_named
+from service.core.kinds.tracks import split_tags
 from service.core.model import CallbackEvent, Decoded, Rejection
-from service.core.normalize import decode, event_id_for, normalize, split_tags
+from service.core.normalize import decode, event_id_for, normalize
 from service.core.records import body_from_rejected, rejected_value
 from service.core.timefmt import parse_create_time
 from tests.support import example_bytes
 
 CODEC = SchemaCodec.load()
 RECEIVED = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)
+EXTEND_MUSIC = kind_named("extend-music")
 
 
 def run(body: bytes, tz: str = "UTC") -> CallbackEvent | Rejection:
-    decoded = decode(body)
+    decoded = decode(body, EXTEND_MUSIC)
     if isinstance(decoded, Rejection):
         return decoded
-    return normalize(decoded, body, received_at=RECEIVED, codec=CODEC, provider_tz=ZoneInfo(tz))
+    return normalize(decoded, body, kind=EXTEND_MUSIC, received_at=RECEIVED, codec=CODEC,
+                     provider_tz=ZoneInfo(tz))
 
 
 def accepted(body: bytes, tz: str = "UTC") -> CallbackEvent:
@@ -67,6 +74,12 @@ def test_documented_example_becomes_the_documented_event() -> None:
             "image_url": "https://example.cn/****.jpeg",
             "source_image_url": "https://example.cn/****.jpeg",
         }],
+        "files": [
+            {"role": "audio", "url": "https://example.cn/****.mp3",
+             "fallback_url": "https://example.cn/****", "track_id": "8551****662c"},
+            {"role": "cover", "url": "https://example.cn/****.jpeg", "fallback_url": None,
+             "track_id": "8551****662c"},
+        ],
         "raw": orjson.loads(body),
     }
 
@@ -85,10 +98,11 @@ def test_redelivery_of_same_bytes_gets_same_id_and_other_bytes_another() -> None
 
 def test_text_stage_has_no_tracks() -> None:
     event = accepted(example_bytes("real-text.json"))
-    assert (event.stage, event.data["tracks"]) == ("text", [])
+    assert (event.stage, event.data["tracks"], event.data["files"]) == ("text", [], [])
 
 
 def test_first_with_pending_tracks_keeps_them_with_null_urls_and_duration() -> None:
+    """The pending track is listed, but yields no audio file: its stream is partial."""
     event = accepted(example_bytes("real-first-partial.json"))
     ready, pending = event.data["tracks"]
     assert ready["tags"] == ["synthwave", "dreamy"]
@@ -99,6 +113,8 @@ def test_first_with_pending_tracks_keeps_them_with_null_urls_and_duration() -> N
     assert pending["duration_seconds"] is None
     assert pending["tags"] == []
     assert pending["stream_audio_url"] == "https://cdn.provider.example/stream/t-002"
+    assert [(f["role"], f["track_id"]) for f in event.data["files"]] == [
+        ("audio", "t-001"), ("cover", "t-001"), ("cover", "t-002")]
 
 
 def test_failed_alias_taskid_alias_and_null_track_list() -> None:
@@ -199,7 +215,7 @@ def test_rejected_record_keeps_the_body_and_replay_yields_the_first_delivery_id(
     for body in (good, b"\xff" + good):
         rejection = Rejection("schema_violation", (), "2fac****9f72")
         value = rejected_value(rejection, body, received_at=RECEIVED,
-                               content_type="application/json", source="/callbacks/extend-music")
+                               content_type="application/json", kind="extend-music")
         assert CODEC.errors("music.callbacks.rejected.v1", value) == []
         assert body_from_rejected(orjson.loads(orjson.dumps(value))) == body
     assert accepted(body_from_rejected(value | {"body": good.decode(), "encoding": "utf-8"})
@@ -207,6 +223,6 @@ def test_rejected_record_keeps_the_body_and_replay_yields_the_first_delivery_id(
 
 
 def test_decode_reads_task_id_even_when_validation_fails() -> None:
-    decoded = decode(orjson.dumps({"code": "bad", "data": {"taskId": "abc"}}))
+    decoded = decode(orjson.dumps({"code": "bad", "data": {"taskId": "abc"}}), EXTEND_MUSIC)
     assert isinstance(decoded, Decoded)
     assert decoded.task_id == "abc"

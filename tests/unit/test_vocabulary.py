@@ -1,4 +1,4 @@
-"""The contract's closed sets in Python are exactly the schema's enums."""
+"""The contract's closed sets in Python (file roles, registry kinds) equal the schemas' enums."""
 
 from __future__ import annotations
 
@@ -7,13 +7,8 @@ from typing import Any
 import orjson
 
 from service.contracts.codec import SCHEMAS_DIR
-from service.contracts.vocabulary import (
-    FILE_ROLES,
-    KINDS,
-    ONE_SHOT_KINDS,
-    STEM_ROLES,
-    TRACK_FAMILY_KINDS,
-)
+from service.contracts.vocabulary import FILE_ROLES, STEM_ROLES
+from service.core.kinds import KIND_NAMES, ONE_SHOT_KIND_NAMES, TRACK_FAMILY_KIND_NAMES
 
 
 def event_schema() -> dict[str, Any]:
@@ -23,15 +18,15 @@ def event_schema() -> dict[str, Any]:
 
 
 def test_kinds_are_the_event_schemas_kinds_in_order() -> None:
-    assert list(KINDS) == event_schema()["properties"]["kind"]["enum"]
+    assert list(KIND_NAMES) == event_schema()["properties"]["kind"]["enum"]
 
 
 def test_the_track_family_and_the_one_shot_kinds_split_the_kinds() -> None:
     description = event_schema()["properties"]["tracks"]["description"]
-    assert all(kind in description for kind in TRACK_FAMILY_KINDS)
-    assert not any(f" {kind}," in description for kind in ONE_SHOT_KINDS)
-    assert set(TRACK_FAMILY_KINDS) | set(ONE_SHOT_KINDS) == set(KINDS)
-    assert not set(TRACK_FAMILY_KINDS) & set(ONE_SHOT_KINDS)
+    assert all(kind in description for kind in TRACK_FAMILY_KIND_NAMES)
+    assert not any(f" {kind}," in description for kind in ONE_SHOT_KIND_NAMES)
+    assert set(TRACK_FAMILY_KIND_NAMES) | set(ONE_SHOT_KIND_NAMES) == set(KIND_NAMES)
+    assert not set(TRACK_FAMILY_KIND_NAMES) & set(ONE_SHOT_KIND_NAMES)
 
 
 def test_file_roles_are_the_event_schemas_roles_in_order() -> None:
@@ -46,5 +41,5 @@ def test_the_archive_topics_name_the_same_roles_and_kinds() -> None:
     for name in ("music.audio.archived.v1", "music.audio.archive-failed.v1"):
         schema = orjson.loads((SCHEMAS_DIR / f"{name}.schema.json").read_bytes())
         assert list(FILE_ROLES) == schema["properties"]["object"]["enum"], name
-        assert list(KINDS) == schema["properties"]["kind"]["enum"], name
+        assert list(KIND_NAMES) == schema["properties"]["kind"]["enum"], name
         assert "kind" not in schema["required"], name  # added within v1: optional

@@ -19,7 +19,7 @@ import structlog
 from service.consumers.archiver.keys import archive_event_id, dead_letter_event_id
 from service.consumers.archiver.metrics import ALREADY_STORED, STORED, ArchiverMetrics
 from service.consumers.archiver.plan import Job
-from service.contracts.vocabulary import KINDS
+from service.core.kinds import KIND_NAMES
 from service.core.records import Headers, envelope_headers
 from service.core.timefmt import rfc3339
 from service.observability.tracing import TRACEPARENT
@@ -75,7 +75,7 @@ def _identity(job: Job) -> dict[str, Any]:
     """The fields naming the object, common to both reports (``kind`` only when known)."""
     fields: dict[str, Any] = {"task_id": job.task_id, "track_id": job.track_id,
                               "object": job.role}
-    if job.kind in KINDS:
+    if job.kind in KIND_NAMES:
         fields["kind"] = job.kind
     return fields
 

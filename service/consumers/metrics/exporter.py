@@ -25,7 +25,8 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from service.contracts.vocabulary import FILE_ROLES, KINDS, ONE_SHOT_KINDS, TRACK_FAMILY_KINDS
+from service.contracts.vocabulary import FILE_ROLES
+from service.core.kinds import KIND_NAMES, ONE_SHOT_KIND_NAMES, TRACK_FAMILY_KIND_NAMES
 
 STAGES: Final = ("text", "first", "complete", "error")
 #: One-shot kinds answer with a single callback: complete, or error.
@@ -33,7 +34,7 @@ ONE_SHOT_STAGES: Final = ("complete", "error")
 # Provider status codes seen in callbacks (shared/provider-docs/variants.md).
 KNOWN_CODES: Final = frozenset({200, 400, 408, 413, 451, 500, 501, 531})
 OTHER: Final = "other"
-KIND_LABELS: Final = (*KINDS, OTHER)
+KIND_LABELS: Final = (*KIND_NAMES, OTHER)
 ROLE_LABELS: Final = (*FILE_ROLES, OTHER)
 DEAD_LETTER_REASONS: Final = (
     "forbidden_address", "forbidden_scheme", "too_large", "bad_content_type", "http_status",
@@ -68,7 +69,7 @@ def closed_label(value: object, allowed: tuple[str, ...]) -> str:
 
 def stages_of(kind: str) -> tuple[str, ...]:
     """The stages a kind's callbacks can have (``other``: any)."""
-    return ONE_SHOT_STAGES if kind in ONE_SHOT_KINDS else STAGES
+    return ONE_SHOT_STAGES if kind in ONE_SHOT_KIND_NAMES else STAGES
 
 
 class MusicMetrics:
@@ -152,7 +153,7 @@ class MusicMetrics:
                 self.duplicates.labels(kind, stage)
                 self.repeated.labels(kind, stage)
                 self.out_of_order.labels(kind, stage)
-        for kind in (*TRACK_FAMILY_KINDS, OTHER):  # the kinds with tracks (and createTime)
+        for kind in (*TRACK_FAMILY_KIND_NAMES, OTHER):  # the kinds with tracks (and createTime)
             self.delay.labels(kind)
             self.tracks.labels(kind)
             self.track_duration.labels(kind)
