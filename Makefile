@@ -8,7 +8,20 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench install fetch-services clean help
+# Deployment checks (tests/deploy/): kustomize built from the Go module proxy, nginx and
+# promtool unpacked from Debian's packages (seconds, where building promtool from the Go
+# module proxy takes about 25 minutes cold), kept under .cache/tools (kustomize versioned,
+# so a version bump refetches); Go's own module and build caches make a rebuild fast.
+TOOLS := .cache/tools
+KUSTOMIZE_VERSION := v5.8.2
+KUSTOMIZE := $(TOOLS)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
+PROMTOOL := $(TOOLS)/deb/prometheus/usr/bin/promtool
+NGINX := $(TOOLS)/deb/nginx/usr/sbin/nginx
+LOCKS := deploy/requirements.lock deploy/requirements-build.lock
+WHEELS := .cache/wheels
+WHEELS_STAMP := $(WHEELS)/.fetched-$(shell cat $(LOCKS) | sha256sum | cut -c1-12)
+
+.PHONY: run test lint bench install fetch-services fetch-deploy-tools lock clean help
 
 help:
 	@echo "make run    start the local stack (embedded broker, gateway, archiver, metrics)"
@@ -29,11 +42,46 @@ fetch-services: $(STAMP)
 	$(PY) -m tests.harness.kafka_broker fetch
 	$(PY) -m tests.harness.s3proxy fetch
 
+$(KUSTOMIZE):
+	@mkdir -p $(@D)
+	GOTOOLCHAIN=local GOBIN=$(abspath $(@D)) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+# Only the binaries, unpacked from Debian's packages: nothing is installed or started.
+$(TOOLS)/deb/%/.unpacked:
+	@rm -rf $(TOOLS)/deb/$* $(TOOLS)/deb/$*-deb && mkdir -p $(TOOLS)/deb/$*-deb
+	cd $(TOOLS)/deb/$*-deb && (apt-get download $* 2>/dev/null || \
+		(apt-get update -qq && apt-get download $*))
+	dpkg -x $(TOOLS)/deb/$*-deb/$*_*.deb $(TOOLS)/deb/$* && rm -rf $(TOOLS)/deb/$*-deb
+	@touch $@
+
+$(PROMTOOL): $(TOOLS)/deb/prometheus/.unpacked
+$(NGINX): $(TOOLS)/deb/nginx/.unpacked
+
+# The locked wheels, so the packaging test installs the image's dependencies offline.
+$(WHEELS_STAMP): $(LOCKS) $(STAMP)
+	@rm -rf $(WHEELS) && mkdir -p $(WHEELS)
+	$(PY) -m pip download --quiet --require-hashes --no-deps --dest $(WHEELS) \
+		-r deploy/requirements.lock -r deploy/requirements-build.lock
+	@touch $@
+
+fetch-deploy-tools: $(KUSTOMIZE) $(PROMTOOL) $(NGINX) $(WHEELS_STAMP)
+	@mkdir -p $(TOOLS)/bin
+	@ln -sf $(abspath $(KUSTOMIZE)) $(TOOLS)/bin/kustomize
+	@ln -sf $(abspath $(PROMTOOL)) $(TOOLS)/bin/promtool
+	@ln -sf $(abspath $(NGINX)) $(TOOLS)/bin/nginx
+
+# Re-lock after changing dependencies in pyproject.toml (hashes for every platform's wheel).
+lock: $(STAMP)
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --output-file deploy/requirements.lock pyproject.toml
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links --output-file deploy/requirements-build.lock deploy/requirements-build.in
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check service tests
 	$(VENV)/bin/mypy
 
-test: lint fetch-services
+test: lint fetch-services fetch-deploy-tools
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 run: $(STAMP)

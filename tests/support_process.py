@@ -20,17 +20,20 @@ REPO = Path(__file__).resolve().parents[1]
 class ServiceProcess:
     """A ``python -m service <command>`` child with its stdout captured to a file."""
 
-    def __init__(self, command: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], log_dir: Path, *,
+                 python: Path = Path(sys.executable), cwd: Path = REPO) -> None:
         self.command = command
         self.env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1", **env}
         self.log_path = log_dir / f"{command[0]}-{time.monotonic_ns()}.log"
+        self.python = python
+        self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Self:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "service", *self.command],
-                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [self.python, "-m", "service", *self.command],
+                cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         return self
 

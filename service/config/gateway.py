@@ -7,7 +7,7 @@ from datetime import UTC, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from service.config.env import ConfigError, Env
-from service.config.kafka import COMPRESSION_TYPES, KafkaSettings
+from service.config.kafka import KafkaSettings, read_compression_type
 from service.config.shared import TopicNames, read_log_level
 from service.edge.security.config import SecurityConfig
 
@@ -53,7 +53,7 @@ class GatewayConfig:
             admin_host=env.str("ADMIN_HOST", "0.0.0.0"),
             admin_port=env.port("ADMIN_PORT", 8081),
             enable_idempotence=env.bool("KAFKA_ENABLE_IDEMPOTENCE", default=True),
-            compression_type=env.choice("KAFKA_COMPRESSION_TYPE", "gzip", COMPRESSION_TYPES),
+            compression_type=read_compression_type(env),
             max_body_bytes=env.int("MAX_BODY_BYTES", 256 * 1024, minimum=1024,
                                    maximum=16 * 1024 * 1024),
             publish_timeout_seconds=publish_timeout,

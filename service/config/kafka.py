@@ -6,6 +6,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from aiokafka import codec
 from aiokafka.helpers import create_ssl_context
 
 from service.config.env import ConfigError, Env
@@ -13,6 +14,11 @@ from service.config.env import ConfigError, Env
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 COMPRESSION_TYPES: Final = ("none", "gzip", "snappy", "lz4", "zstd")
+# aiokafka compresses snappy, lz4 and zstd with cramjam (a dependency of this project);
+# asking before start-up turns a missing library into a named error, not a producer
+# that never connects.
+_CODEC_AVAILABLE: Final = {"snappy": "has_snappy", "lz4": "has_lz4", "zstd": "has_zstd",
+                           "gzip": "has_gzip"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class KafkaSettings:
             if password is None:
                 raise ConfigError("KAFKA_SASL_PASSWORD", f"required with {protocol}")
         ca_file = env.optional_str("KAFKA_SSL_CA_FILE")
-        return cls(
+        settings = cls(
             bootstrap_servers=bootstrap,
             security_protocol=protocol,
             sasl_mechanism=mechanism,
@@ -60,6 +66,9 @@ class KafkaSettings:
             ssl_ca_file=ca_file,
             client_id=client_id,
         )
+        if protocol in ("SSL", "SASL_SSL"):
+            settings._ssl_context()  # an unreadable CA file fails start-up, naming the variable
+        return settings
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments common to aiokafka producers, consumers and admin clients."""
@@ -86,6 +95,19 @@ class KafkaSettings:
                 "KAFKA_SSL_CA_FILE", f"cannot load {self.ssl_ca_file!r}: {exc}",
             ) from exc
         return context
+
+
+def read_compression_type(env: Env) -> str:
+    """``KAFKA_COMPRESSION_TYPE``, refused at start-up when its codec library is missing."""
+    compression = env.choice("KAFKA_COMPRESSION_TYPE", "gzip", COMPRESSION_TYPES)
+    available = _CODEC_AVAILABLE.get(compression)
+    if available is not None and not getattr(codec, available)():
+        raise ConfigError(
+            "KAFKA_COMPRESSION_TYPE",
+            f"{compression} needs the cramjam package, which is not installed "
+            "(pip install cramjam, or choose gzip or none)",
+        )
+    return compression
 
 
 def max_record_bytes(max_body_bytes: int) -> int:

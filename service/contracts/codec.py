@@ -4,18 +4,25 @@ Schemas live in the repository's ``schemas/`` folder, one file per topic (or
 inbound route) and version. ``SchemaCodec.load()`` reads and compiles all of
 them at start-up; validation afterwards is pure and allocation-light.
 jsonschema-rs was chosen by measurement (see ``tests/bench/bench_validators.py``).
+
+They are read as package data (``importlib.resources``): ``service/contracts/schemas``
+is a symlink to the top-level ``schemas/``, which setuptools follows when it builds
+the wheel, so the checkout (editable install, tests) and an installed wheel read the
+same files. A missing or empty folder stops start-up instead of serving without contracts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any, Final
 
 import jsonschema_rs
 import orjson
 
-SCHEMAS_DIR: Final = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS_DIR: Final[Traversable] = files("service.contracts") / "schemas"
+SCHEMA_SUFFIX: Final = ".schema.json"
 
 EVENT_V1: Final = "music.callbacks.v1"
 REJECTED_V1: Final = "music.callbacks.rejected.v1"
@@ -23,6 +30,10 @@ ARCHIVED_V1: Final = "music.audio.archived.v1"
 ARCHIVE_FAILED_V1: Final = "music.audio.archive-failed.v1"
 
 MAX_REPORTED_ERRORS: Final = 20
+
+
+class SchemasMissingError(RuntimeError):
+    """The schema files are not where the package expects them (a broken build or install)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +62,23 @@ class SchemaCodec:
         }
 
     @classmethod
-    def load(cls, directory: Path = SCHEMAS_DIR) -> SchemaCodec:
-        schemas = {
-            path.name.removesuffix(".schema.json"): orjson.loads(path.read_bytes())
-            for path in sorted(directory.glob("*.schema.json"))
-        }
+    def load(cls, directory: Traversable = SCHEMAS_DIR) -> SchemaCodec:
+        """Every ``*.schema.json`` of ``directory``; raises ``SchemasMissingError`` if none."""
+        if not directory.is_dir():
+            raise SchemasMissingError(
+                f"schema folder {directory} is missing: the package was built without its "
+                "schemas (build the wheel from the repository, where service/contracts/schemas "
+                "links to schemas/)")
+        files_found = sorted((entry for entry in directory.iterdir()
+                              if entry.name.endswith(SCHEMA_SUFFIX)), key=lambda e: e.name)
+        if not files_found:
+            raise SchemasMissingError(f"schema folder {directory} has no *{SCHEMA_SUFFIX} file")
+        schemas: dict[str, dict[str, Any]] = {}
+        for entry in files_found:
+            content = entry.read_bytes()
+            if not content.strip():
+                raise SchemasMissingError(f"schema file {entry} is empty")
+            schemas[entry.name.removesuffix(SCHEMA_SUFFIX)] = orjson.loads(content)
         return cls(schemas)
 
     def names(self) -> list[str]:

@@ -65,7 +65,8 @@ def run_dev_stack(env: Env) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())  # handlers only set a flag
 
-    data_dir = Path(env.str("DEV_DATA_DIR", str(REPO / ".dev-data"))).resolve()
+    # Relative to the working directory (the checkout for make run), never inside an install.
+    data_dir = Path(env.str("DEV_DATA_DIR", ".dev-data")).resolve()
     archive_dir = data_dir / "archive"
     archive_dir.mkdir(parents=True, exist_ok=True)
     http_port = env.port("HTTP_PORT", 8080)

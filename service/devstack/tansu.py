@@ -44,8 +44,7 @@ What works with aiokafka 0.14 against this Tansu (pinned by tests/integration/te
   ``aiokafka.errors.UnknownError`` (InitProducerId); transactions are therefore out too.
 * Record headers round-trip byte-exact, in order (CloudEvents binary mode ``ce_*``).
 * Compression: gzip, snappy, lz4 and zstd all round-trip through Tansu. aiokafka needs
-  the ``cramjam`` package for snappy/lz4/zstd; it is not a dependency of this project, so
-  only gzip (stdlib) is usable out of the box.
+  the ``cramjam`` package for snappy/lz4/zstd; it is a dependency of this project.
 * Consumer groups with ``enable_auto_commit=False`` + ``commit()``: committed offsets are
   kept and a restarted consumer in the same group resumes from them; ``committed()`` works.
 * ``AIOKafkaAdminClient.list_consumer_group_offsets`` does NOT work (aiokafka cannot

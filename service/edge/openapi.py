@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,7 +24,8 @@ from service.contracts.codec import SCHEMAS_DIR
 from service.core.kinds import KINDS, CallbackKind
 from service.core.kinds.base import ROUTE_PREFIX
 
-DOCUMENT: Final = SCHEMAS_DIR / "gateway.openapi.json"
+# The generator rewrites the committed document in the checkout (a development tool).
+DOCUMENT: Final = Path(__file__).resolve().parents[2] / "schemas" / "gateway.openapi.json"
 INBOUND_PREFIX: Final = "provider."
 # Every callback route answers the same way: status → components.responses entry.
 RESPONSES: Final = {
@@ -96,9 +98,10 @@ def _components_of(name: str, schema: JsonObject) -> JsonObject:
     return components
 
 
-def load_inbound_schemas(directory: Path = SCHEMAS_DIR) -> dict[str, JsonObject]:
-    return {path.name.removesuffix(".schema.json"): orjson.loads(path.read_bytes())
-            for path in sorted(directory.glob(f"{INBOUND_PREFIX}*.schema.json"))}
+def load_inbound_schemas(directory: Traversable = SCHEMAS_DIR) -> dict[str, JsonObject]:
+    return {entry.name.removesuffix(".schema.json"): orjson.loads(entry.read_bytes())
+            for entry in sorted(directory.iterdir(), key=lambda e: e.name)
+            if entry.name.startswith(INBOUND_PREFIX) and entry.name.endswith(".schema.json")}
 
 
 def render(document: JsonObject) -> bytes:

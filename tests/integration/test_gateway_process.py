@@ -41,6 +41,8 @@ async def process_env(kafka_broker: KafkaBroker) -> ProcessEnv:
     ({"KAFKA_SASL_PASSWORD_FILE": "/nonexistent/secret"}, "KAFKA_SASL_PASSWORD_FILE"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
     ({"EVENT_SOURCE": "/callbacks/extend-music"}, "EVENT_SOURCE"),  # the kind gives the source
+    ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_FILE": "/nonexistent/ca.pem"},
+     "KAFKA_SSL_CA_FILE"),
 ])
 def test_bad_configuration_fails_fast_naming_the_variable(
     overrides: dict[str, str], variable: str,
