@@ -1,8 +1,9 @@
 """``create_app(config)``: the gateway's public callback application.
 
 Typed ``web.AppKey``s hold the clients; each client has one ``cleanup_ctx``
-that starts it and, on shutdown, flushes and closes it. Handlers stay thin:
-they read the request and hand the bytes to ``CallbackIngest``.
+that starts it and, on shutdown, flushes and closes it (the spool's, registered
+after the producer's, closes first: its forwarder stops before the producer).
+Handlers stay thin: they read the request and hand the bytes to ``CallbackIngest``.
 """
 
 from __future__ import annotations
@@ -22,14 +23,23 @@ from service.edge.guard import Guard, make_guard_middleware
 from service.edge.http import make_request_middleware, read_body
 from service.edge.ingest import CallbackIngest
 from service.edge.metrics import GatewayMetrics
+from service.kafka.durable import DurablePublisher
 from service.kafka.producer import KafkaPublisher, ProducerOptions
 from service.observability.tracing import start_or_continue
+from service.spool.forwarder import Forwarder
+from service.spool.lifecycle import forwarding
+from service.spool.metrics import SpoolCollector
+from service.spool.store import Spool
+
+log = structlog.get_logger(__name__)
 
 CONFIG_KEY: Final = web.AppKey("config", GatewayConfig)
 PUBLISHER_KEY: Final = web.AppKey("publisher", KafkaPublisher)
 INGEST_KEY: Final = web.AppKey("ingest", CallbackIngest)
 METRICS_KEY: Final = web.AppKey("metrics", GatewayMetrics)
 GUARD_KEY: Final = web.AppKey("guard", Guard)
+DURABLE_KEY: Final = web.AppKey("durable", DurablePublisher)
+FORWARDER_KEY: Final = web.AppKey("forwarder", Forwarder)
 
 CALLBACK_PATH: Final = "/callbacks/extend-music"
 
@@ -55,7 +65,20 @@ async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     publisher = app[PUBLISHER_KEY]
     await publisher.start()
     yield
-    await publisher.stop()  # flushes buffered records before closing
+    # Flushes buffered records before closing, bounded: every record it may still hold
+    # was answered 503 or is in the spool, so giving up costs a duplicate at most.
+    await publisher.stop(flush_timeout=app[CONFIG_KEY].shutdown_timeout_seconds)
+
+
+async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
+    forwarder = app.get(FORWARDER_KEY)
+    if forwarder is None:
+        log.warning("spool_disabled", detail="SPOOL_DIR is not set: while the broker is down "
+                    "callbacks are answered 503")
+        yield
+        return
+    async with forwarding(forwarder):
+        yield
 
 
 def build_publisher(config: GatewayConfig) -> KafkaPublisher:
@@ -69,6 +92,12 @@ def build_publisher(config: GatewayConfig) -> KafkaPublisher:
     )
 
 
+def build_spool(config: GatewayConfig) -> Spool | None:
+    if config.spool.directory is None:
+        return None
+    return Spool(config.spool.directory, max_bytes=config.spool.max_bytes)
+
+
 def create_app(
     config: GatewayConfig,
     *,
@@ -76,7 +105,8 @@ def create_app(
     codec: SchemaCodec | None = None,
     publisher: KafkaPublisher | None = None,
 ) -> web.Application:
-    metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = GatewayMetrics(registry)
     publisher = publisher if publisher is not None else build_publisher(config)
     guard = Guard(config.security, metrics)
     app = web.Application(
@@ -87,9 +117,20 @@ def create_app(
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics
     app[PUBLISHER_KEY] = publisher
+    spool = build_spool(config)
+    forwarder = Forwarder(spool, publisher) if spool is not None else None
+    if forwarder is not None:
+        app[FORWARDER_KEY] = forwarder
+    registry.register(SpoolCollector(spool, forwarder))
+    app[DURABLE_KEY] = durable = DurablePublisher(
+        publisher, spool, deadline=config.publish_timeout_seconds,
+        broker_budget=config.spool.after_seconds,
+        largest_record_bytes=config.spool.largest_record_bytes,
+    )
     app[INGEST_KEY] = CallbackIngest(
-        config=config, codec=codec or SchemaCodec.load(), publisher=publisher, metrics=metrics,
+        config=config, codec=codec or SchemaCodec.load(), publisher=durable, metrics=metrics,
     )
     app.cleanup_ctx.append(_publisher_ctx)
+    app.cleanup_ctx.append(_spool_ctx)
     app.router.add_post(CALLBACK_PATH, extend_music_callback)
     return app

@@ -27,12 +27,19 @@ class GatewayMetrics:
             ["topic"], buckets=_LATENCY_BUCKETS, registry=registry,
         )
         self.publish_failures = Counter(
-            "gateway_publish_failures", "Records the broker did not acknowledge in time.",
+            "gateway_publish_failures",
+            "Records the broker did not acknowledge in time (spooled or answered 503).",
             ["topic", "reason"], registry=registry,
         )
         self.events = Counter(
-            "gateway_events_published", "Events acknowledged by the broker, by stage.",
+            "gateway_events_published",
+            "Events accepted (acknowledged by the broker or fsynced to the spool), by stage.",
             ["stage"], registry=registry,
+        )
+        self.spooled = Counter(
+            "gateway_spooled_answers",
+            "Answers given once the record was fsynced to the spool, by topic role.",
+            ["topic"], registry=registry,
         )
         self.rejections = Counter(
             "gateway_rejections", "Bodies kept on the rejected topic, by reason.",
