@@ -16,7 +16,8 @@ when neither can, so the caller answers 503. The whole call ends within
    is (too large, not authorized) is not spooled: it could never be forwarded.
 4. When the spool cannot take a record (full, or the disk fails) and the broker was
    not tried yet, the broker gets what is left of the deadline (this one record may
-   then overtake spooled ones; availability wins over order here).
+   then overtake spooled ones; availability wins over order here). If it fails too,
+   the error is the spool's (``spool_full``): that is what an operator must fix.
 
 A record given up on after ``broker_budget`` may still be delivered by the producer
 later, and the spooled copy is forwarded too: a duplicate with the same event id and
@@ -100,8 +101,11 @@ class DurablePublisher:
         except SpoolError as exc:
             if tried_broker or not self.publisher.connected:
                 raise PublishError(exc.reason, str(exc)) from exc
-            await self.publisher.publish(topic, key=key, value=value, headers=headers,
-                                         deadline=max(0.0, ends_at - time.monotonic()))
+            try:
+                await self.publisher.publish(topic, key=key, value=value, headers=headers,
+                                             deadline=max(0.0, ends_at - time.monotonic()))
+            except PublishError as broker:
+                raise PublishError(exc.reason, f"{exc}; the broker: {broker.reason}") from exc
             return Ack()
         return Ack(spooled=True, broker_failure=broker_failure)
 
