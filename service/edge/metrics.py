@@ -50,6 +50,7 @@ class GatewayMetrics:
             ["reason"], registry=registry,
         )
         self.rate_limited = Counter(
-            "gateway_rate_limited", "Requests refused by a rate or concurrency limit.",
+            "gateway_rate_limited",
+            "Requests refused: scope=source (failure budget spent, 429), in_flight (503).",
             ["scope"], registry=registry,
         )
