@@ -149,9 +149,10 @@ class CallbackIngest:
             )
         if ack.broker_failure is not None:
             self._metrics.publish_failures.labels(role, ack.broker_failure).inc()
+            structlog.contextvars.bind_contextvars(publish_error=ack.broker_failure)
         if ack.spooled:
             self._metrics.spooled.labels(role).inc()
-            structlog.contextvars.bind_contextvars(spooled=True, publish_error=ack.broker_failure)
+            structlog.contextvars.bind_contextvars(spooled=True)
         else:
             self._metrics.publish_duration.labels(role).observe(time.perf_counter() - started)
         return ack

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from service.config.gateway import GatewayConfig
 from service.config.kafka import max_record_bytes
@@ -115,6 +116,17 @@ class Replayer:
         return Replayed(**where, outcome="republished_rejected", reason=result.reason)
 
 
+async def _partitions(config: GatewayConfig, topic: str) -> set[int]:
+    admin = AIOKafkaAdminClient(**config.kafka.client_kwargs())
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {part["partition"] for entry in described if entry.get("error_code", 0) == 0
+            for part in entry.get("partitions", [])}
+
+
 async def _bounds(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
                   wanted: ReplayRange) -> dict[TopicPartition, tuple[int, int]]:
     """(first offset, end offset exclusive) per partition; the end is fixed at the start."""
@@ -157,10 +169,7 @@ async def replay(config: GatewayConfig, wanted: ReplayRange, *, dry_run: bool,
             if not await publisher.wait_connected(30):
                 emit({"error": "broker_unavailable", "detail": "the producer did not connect"})
                 return 1
-        known = consumer.partitions_for_topic(topic)
-        if not known:
-            await consumer.topics()
-            known = consumer.partitions_for_topic(topic) or set()
+        known = await _partitions(config, topic)
         chosen = sorted(known if wanted.partitions is None else set(wanted.partitions) & known)
         bounds = await _bounds(consumer, [TopicPartition(topic, p) for p in chosen], wanted)
         replayer = Replayer(config, publisher, SchemaCodec.load(),
