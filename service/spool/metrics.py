@@ -22,43 +22,42 @@ class SpoolCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         spool, forwarder = self._spool, self._forwarder
-        yield GaugeMetricFamily(
-            "gateway_spool_enabled", "1 when SPOOL_DIR is set and the spool is open.",
-            value=1 if spool is not None and spool.is_open else 0)
-        yield GaugeMetricFamily(
-            "gateway_spool_bytes", "Bytes of the spool's segment files.",
-            value=spool.bytes if spool else 0)
-        yield GaugeMetricFamily(
-            "gateway_spool_max_bytes", "SPOOL_MAX_BYTES: past it, callbacks get 503.",
-            value=spool.max_bytes if spool else 0)
-        yield GaugeMetricFamily(
-            "gateway_spool_records", "Records in the spool not yet acknowledged by Kafka.",
-            value=spool.records if spool else 0)
-        yield GaugeMetricFamily(
-            "gateway_spool_oldest_record_age_seconds",
-            "Age of the oldest record still in the spool (0 when empty).",
-            value=spool.oldest_age_seconds() if spool else 0.0)
-        yield CounterMetricFamily(
-            "gateway_spool_appended", "Records written to the spool (and fsynced, or refused).",
-            value=spool.appended if spool else 0)
-        yield CounterMetricFamily(
-            "gateway_spool_fsyncs", "Group commits: one fsync covers every append waiting.",
-            value=spool.fsyncs if spool else 0)
-        yield CounterMetricFamily(
-            "gateway_spool_fsync_seconds", "Time spent in the spool's fsyncs.",
-            value=spool.fsync_seconds if spool else 0.0)
-        refused = CounterMetricFamily(
-            "gateway_spool_refused", "Appends the spool could not keep, by reason.",
-            labels=["reason"])
-        for reason, count in sorted((spool.refused if spool else {}).items()):
-            refused.add_metric([reason], count)
-        yield refused
-        yield CounterMetricFamily(
-            "gateway_spool_forwarded", "Spooled records acknowledged by Kafka (rate: forwarding "
-            "rate).", value=forwarder.forwarded if forwarder else 0)
-        failures = CounterMetricFamily(
-            "gateway_spool_forward_failures", "Forwarding attempts that failed, by reason.",
-            labels=["reason"])
-        for reason, count in sorted((forwarder.failures if forwarder else {}).items()):
-            failures.add_metric([reason], count)
-        yield failures
+        gauges = [
+            ("gateway_spool_enabled", "1 when SPOOL_DIR is set and the spool is open.",
+             1 if spool is not None and spool.is_open else 0),
+            ("gateway_spool_bytes", "Bytes of the spool's segment files.",
+             spool.bytes if spool else 0),
+            ("gateway_spool_max_bytes", "SPOOL_MAX_BYTES: past it, callbacks get 503.",
+             spool.max_bytes if spool else 0),
+            ("gateway_spool_records", "Records in the spool not yet acknowledged by Kafka.",
+             spool.records if spool else 0),
+            ("gateway_spool_oldest_record_age_seconds",
+             "Age of the oldest record still in the spool (0 when empty).",
+             spool.oldest_age_seconds() if spool else 0.0),
+        ]
+        for name, documentation, value in gauges:
+            yield GaugeMetricFamily(name, documentation, value=value)
+        counters = [
+            ("gateway_spool_appended", "Records written to the spool (fsynced or refused).",
+             spool.appended if spool else 0),
+            ("gateway_spool_fsyncs", "Group commits: one fsync covers every append waiting.",
+             spool.fsyncs if spool else 0),
+            ("gateway_spool_fsync_seconds", "Time spent in the spool's fsyncs.",
+             spool.fsync_seconds if spool else 0.0),
+            ("gateway_spool_forwarded",
+             "Spooled records acknowledged by Kafka (its rate is the forwarding rate).",
+             forwarder.forwarded if forwarder else 0),
+        ]
+        for name, documentation, value in counters:
+            yield CounterMetricFamily(name, documentation, value=value)
+        by_reason = [
+            ("gateway_spool_refused", "Appends the spool could not keep, by reason.",
+             spool.refused if spool else {}),
+            ("gateway_spool_forward_failures", "Forwarding attempts that failed, by reason.",
+             forwarder.failures if forwarder else {}),
+        ]
+        for name, documentation, counts in by_reason:
+            family = CounterMetricFamily(name, documentation, labels=["reason"])
+            for reason, count in sorted(counts.items()):
+                family.add_metric([reason], count)
+            yield family

@@ -34,7 +34,7 @@ PROMETHEUS_RULE = REPO / "deploy" / "prometheus" / "prometheusrule.yaml"
 EXPECTED_ALERTS = {
     "MusicGatewayHigh5xxRatio", "MusicGatewayPublishLatencyHigh", "MusicGatewayRejectedRateHigh",
     "MusicNoCallbacks", "MusicArchiverConsumerLagHigh", "MusicMetricsConsumerLagHigh",
-    "MusicArchiveDeadLetterRateHigh",
+    "MusicArchiveDeadLetterRateHigh", "MusicGatewaySpoolNotDraining", "MusicGatewaySpoolFilling",
 }
 # What the dashboard must show (issue 4), as metrics its panels must query.
 DASHBOARD_COVERAGE = {
