@@ -40,6 +40,9 @@ async def process_env(kafka_broker: KafkaBroker) -> ProcessEnv:
     ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_MECHANISM"),
     ({"KAFKA_SASL_PASSWORD_FILE": "/nonexistent/secret"}, "KAFKA_SASL_PASSWORD_FILE"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ({"SPOOL_MAX_BYTES": "1048576"}, "SPOOL_MAX_BYTES"),
+    ({"SPOOL_AFTER_SECONDS": "2"}, "SPOOL_AFTER_SECONDS"),  # not below the deadline (2 s)
+    ({"SPOOL_DIR": "/dev/null/spool"}, "SPOOL_DIR"),  # cannot be created: found at start-up
 ])
 def test_bad_configuration_fails_fast_naming_the_variable(
     overrides: dict[str, str], variable: str,
