@@ -1,8 +1,9 @@
 """Command line: ``python -m service <command>``.
 
 Commands: ``gateway``, ``archiver``, ``metrics``, ``dev`` (the whole local stack
-on an embedded broker), ``topics ensure``, ``sign-url``. Configuration comes
-from environment variables only; a bad one stops start-up with its name.
+on an embedded broker), ``topics ensure``, ``sign-url``, ``spool inspect|drain``,
+``replay``. Configuration comes from environment variables only; a bad one stops
+start-up with its name.
 """
 
 from __future__ import annotations
@@ -83,6 +84,47 @@ def _sign_url(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spool(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from service.spool import cli
+
+    if args.action == "inspect":
+        directory = args.dir or Env().optional_str("SPOOL_DIR")
+        if directory is None:
+            raise ConfigError("SPOOL_DIR", "is required (or give --dir)")
+        return cli.inspect(Path(directory), records=args.records)
+    from service.config.gateway import GatewayConfig
+    from service.observability.logging import configure_logging
+
+    config = GatewayConfig.from_env()
+    configure_logging(config.log_level, process="spool", stream=sys.stderr)
+    return asyncio.run(cli.drain(config, give_up_after=args.timeout))
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from service.config.gateway import GatewayConfig
+    from service.core.timefmt import epoch_seconds
+    from service.edge.replay import ReplayRange, replay
+    from service.observability.logging import configure_logging
+
+    times = {}
+    for name in ("since", "until"):
+        text = getattr(args, name)
+        times[name] = None if text is None else epoch_seconds(text)
+        if text is not None and times[name] is None:
+            print(f"error: --{name}: expected an RFC 3339 time, got {text!r}", file=sys.stderr)
+            return 2
+    config = GatewayConfig.from_env()
+    configure_logging(config.log_level, process="replay", stream=sys.stderr)
+    wanted = ReplayRange(
+        partitions=tuple(args.partition) if args.partition else None,
+        from_offset=args.from_offset, to_offset=args.to_offset,
+        since=times["since"], until=times["until"])
+    return asyncio.run(replay(config, wanted, dry_run=args.dry_run,
+                              republish_rejected=args.republish_rejected))
+
+
 def _dev(_: argparse.Namespace) -> int:
     from service.devstack.stack import run_dev_stack
 
@@ -95,6 +137,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "metrics": _metrics,
     "topics": _topics,
     "sign-url": _sign_url,
+    "spool": _spool,
+    "replay": _replay,
     "dev": _dev,
 }
 
@@ -116,6 +160,25 @@ def build_parser() -> argparse.ArgumentParser:
                       help="validity of the URL (default 48)")
     topics = sub.add_parser("topics", help="manage the project's Kafka topics")
     topics.add_argument("action", choices=["ensure"], help="create missing topics")
+    spool = sub.add_parser("spool", help="inspect the gateway's spool (SPOOL_DIR), or drain a "
+                           "spool no gateway is using to Kafka")
+    spool.add_argument("action", choices=["inspect", "drain"])
+    spool.add_argument("--dir", help="inspect: the spool directory (default: SPOOL_DIR)")
+    spool.add_argument("--records", action="store_true", help="inspect: one line per record")
+    spool.add_argument("--timeout", type=float, default=600.0,
+                       help="drain: give up after this many seconds (default 600)")
+    replay = sub.add_parser(
+        "replay", help="run records of the rejected topic through the current normalizer and "
+        "publish the events (same body, same event id)")
+    replay.add_argument("--partition", type=int, action="append",
+                        help="only this partition (repeatable; default: all)")
+    replay.add_argument("--from-offset", type=int, help="first offset, in each partition")
+    replay.add_argument("--to-offset", type=int, help="last offset (inclusive)")
+    replay.add_argument("--since", help="records written at or after this RFC 3339 time")
+    replay.add_argument("--until", help="records written at or before this RFC 3339 time")
+    replay.add_argument("--dry-run", action="store_true", help="report, publish nothing")
+    replay.add_argument("--republish-rejected", action="store_true",
+                        help="write bodies still rejected to the rejected topic again")
     return parser
 
 

@@ -20,8 +20,6 @@ TOOLS = REPO / ".cache" / "tools" / "bin"
 # The Kubernetes version the rendered objects are validated against (kubernetes-validate).
 KUBERNETES_VERSION = "1.34"
 PROCESSES = ("gateway", "archiver", "metrics")
-# Variables the deployment sets before the code that reads them lands (issue 9's spool).
-PENDING_VARIABLES = frozenset({"SPOOL_DIR", "SPOOL_MAX_BYTES"})
 
 Resource = dict[str, Any]
 _ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from service.config.env import ConfigError, Env
 from service.config.kafka import KafkaSettings, read_compression_type
 from service.config.shared import TopicNames, read_log_level
+from service.config.spool import SpoolConfig
 from service.edge.security.config import SecurityConfig
 
 
@@ -36,6 +37,7 @@ class GatewayConfig:
     provider_timezone: tzinfo = UTC
     log_level: str = "INFO"
     shutdown_timeout_seconds: float = 10.0
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> GatewayConfig:
@@ -44,6 +46,7 @@ class GatewayConfig:
             raise ConfigError("EVENT_SOURCE", "no longer read: the source of each event now "
                               "comes from its callback kind (/callbacks/<kind>); remove it")
         publish_timeout = env.float("PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=14.0)
+        max_body = env.int("MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
         return cls(
             kafka=KafkaSettings.from_env(env, client_id="music-gateway"),
             topics=TopicNames.from_env(env),
@@ -54,10 +57,11 @@ class GatewayConfig:
             admin_port=env.port("ADMIN_PORT", 8081),
             enable_idempotence=env.bool("KAFKA_ENABLE_IDEMPOTENCE", default=True),
             compression_type=read_compression_type(env),
-            max_body_bytes=env.int("MAX_BODY_BYTES", 256 * 1024, minimum=1024,
-                                   maximum=16 * 1024 * 1024),
+            max_body_bytes=max_body,
             publish_timeout_seconds=publish_timeout,
             provider_timezone=read_timezone(env, "PROVIDER_TIMEZONE"),
             log_level=read_log_level(env),
             shutdown_timeout_seconds=env.float("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
+            spool=SpoolConfig.from_env(env, publish_timeout=publish_timeout,
+                                       max_body_bytes=max_body),
         )

@@ -89,6 +89,8 @@ def run_dev_stack(env: Env) -> int:
         "HTTP_PORT": str(http_port),
         "AUTH_MODE": child_env.get("AUTH_MODE", "none"),
         "ARCHIVE_STORAGE_URL": child_env.get("ARCHIVE_STORAGE_URL", archive_dir.as_uri()),
+        # The gateway's spool: callbacks sent while the broker is down survive a restart.
+        "SPOOL_DIR": child_env.get("SPOOL_DIR", str(data_dir / "spool")),
         "TOPIC_PARTITIONS": child_env.get("TOPIC_PARTITIONS", "3"),
         "PYTHONUNBUFFERED": "1",
     }
@@ -138,6 +140,7 @@ def _print_banner(http_port: int, processes: list[tuple[Child, subprocess.Popen[
         *(f"  {child.name:<9} : http://127.0.0.1:{child.admin_port}/metrics  /healthz  /readyz"
           for child, _ in processes),
         f"  archive   : {archive_dir}",
+        f"  spool     : {archive_dir.parent / 'spool'}",
         "",
         "Send the provider's documented example:",
         f"  curl -sS -X POST http://127.0.0.1:{http_port}/callbacks/extend-music \\",

@@ -4,7 +4,8 @@ Typed ``web.AppKey``s hold the clients; each client has one ``cleanup_ctx``
 that starts it and, on shutdown, flushes and closes it. Every registered callback
 kind gets its route, ``POST /callbacks/<kind>``, whose one-line handler runs the one
 pipeline (read, decode, verify, normalize, publish); any other path is a 404 that
-publishes nothing.
+publishes nothing. The spool's cleanup, registered
+after the producer's, runs first: its forwarder stops before the producer.
 """
 
 from __future__ import annotations
@@ -25,14 +26,23 @@ from service.edge.guard import Guard, make_guard_middleware
 from service.edge.http import Handler, make_request_middleware, read_body
 from service.edge.ingest import CallbackIngest
 from service.edge.metrics import GatewayMetrics
+from service.kafka.durable import DurablePublisher
 from service.kafka.producer import KafkaPublisher, ProducerOptions
 from service.observability.tracing import start_or_continue
+from service.spool.forwarder import Forwarder
+from service.spool.lifecycle import forwarding
+from service.spool.metrics import SpoolCollector
+from service.spool.store import Spool
+
+log = structlog.get_logger(__name__)
 
 CONFIG_KEY: Final = web.AppKey("config", GatewayConfig)
 PUBLISHER_KEY: Final = web.AppKey("publisher", KafkaPublisher)
 INGEST_KEY: Final = web.AppKey("ingest", CallbackIngest)
 METRICS_KEY: Final = web.AppKey("metrics", GatewayMetrics)
 GUARD_KEY: Final = web.AppKey("guard", Guard)
+DURABLE_KEY: Final = web.AppKey("durable", DurablePublisher)
+FORWARDER_KEY: Final = web.AppKey("forwarder", Forwarder)
 
 
 async def receive_callback(request: web.Request, kind: CallbackKind) -> web.Response:
@@ -64,7 +74,20 @@ async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     publisher = app[PUBLISHER_KEY]
     await publisher.start()
     yield
-    await publisher.stop()  # flushes buffered records before closing
+    # Flushes buffered records before closing, bounded: every record it may still hold
+    # was answered 503 or is in the spool, so giving up costs a duplicate at most.
+    await publisher.stop(flush_timeout=app[CONFIG_KEY].shutdown_timeout_seconds)
+
+
+async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
+    forwarder = app.get(FORWARDER_KEY)
+    if forwarder is None:
+        log.warning("spool_disabled", detail="SPOOL_DIR is not set: while the broker is down "
+                    "callbacks are answered 503")
+        yield
+        return
+    async with forwarding(forwarder):
+        yield
 
 
 def build_publisher(config: GatewayConfig) -> KafkaPublisher:
@@ -78,6 +101,12 @@ def build_publisher(config: GatewayConfig) -> KafkaPublisher:
     )
 
 
+def build_spool(config: GatewayConfig) -> Spool | None:
+    if config.spool.directory is None:
+        return None
+    return Spool(config.spool.directory, max_bytes=config.spool.max_bytes)
+
+
 def create_app(
     config: GatewayConfig,
     *,
@@ -85,7 +114,8 @@ def create_app(
     codec: SchemaCodec | None = None,
     publisher: KafkaPublisher | None = None,
 ) -> web.Application:
-    metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = GatewayMetrics(registry)
     publisher = publisher if publisher is not None else build_publisher(config)
     guard = Guard(config.security, metrics)
     app = web.Application(
@@ -96,10 +126,21 @@ def create_app(
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics
     app[PUBLISHER_KEY] = publisher
+    spool = build_spool(config)
+    forwarder = Forwarder(spool, publisher) if spool is not None else None
+    if forwarder is not None:
+        app[FORWARDER_KEY] = forwarder
+    registry.register(SpoolCollector(spool, forwarder))
+    app[DURABLE_KEY] = durable = DurablePublisher(
+        publisher, spool, deadline=config.publish_timeout_seconds,
+        broker_budget=config.spool.after_seconds,
+        largest_record_bytes=config.spool.largest_record_bytes,
+    )
     app[INGEST_KEY] = CallbackIngest(
-        config=config, codec=codec or SchemaCodec.load(), publisher=publisher, metrics=metrics,
+        config=config, codec=codec or SchemaCodec.load(), publisher=durable, metrics=metrics,
     )
     app.cleanup_ctx.append(_publisher_ctx)
+    app.cleanup_ctx.append(_spool_ctx)
     for kind in KINDS:
         app.router.add_post(kind.route, callback_handler(kind))
     return app

@@ -1,13 +1,22 @@
-"""Who gets in, and how much: source checks, verification, rate and concurrency limits.
+"""Who gets in: source checks, verification, a failure budget and the concurrency cap.
+
+A verified callback is never refused for rate: the provider retries only three
+times, and each 429 would burn one. Only traffic that *fails* is rate limited.
 
 Order of the checks on the callback port, cheapest first:
-1. concurrency cap (``MAX_IN_FLIGHT``): 503 with Retry-After instead of queueing;
-2. source allow-list (403) and per-source-address token bucket (429), before any
-   body byte is read, so floods are refused cheaply;
-3. body read bounded in size (413) and time (``BODY_READ_TIMEOUT_SECONDS``, 408);
-4. verification of every configured scheme (401) after the body is parsed,
-   because the provider HMAC covers the task id inside it;
-5. per-token bucket (429) once we know which token the caller holds.
+1. concurrency cap (``MAX_IN_FLIGHT``): 503 with Retry-After instead of queueing
+   (the only way a genuine callback can be shed, and rarely: the spool answers fast);
+2. source allow-list (403), before any body byte is read;
+3. failure budget per source address (429): a token bucket charged only by
+   requests that do not verify (401, 403, 404, 405, 408, 413), one token plus one
+   per 64 KiB read (the cost of verifying it). A source that has spent its budget
+   is refused before its body is read, unless its URL alone proves it (a valid
+   URL token or signed URL, checked without the body): so with URL credentials a
+   genuine callback gets through even from an address that also floods garbage;
+4. body read bounded in size (413) and time (``BODY_READ_TIMEOUT_SECONDS``, 408);
+5. verification of every configured scheme (401) after the body is parsed,
+   because the provider HMAC covers the task id inside it. Verified requests are
+   never charged, whatever happens next (a 400 for a bad body is still kept).
 Refusals publish nothing; they are logged (address, reason, size) and counted.
 """
 
@@ -36,6 +45,9 @@ from service.edge.security import (
 log = structlog.get_logger("service.edge.guard")
 
 _UNKNOWN_SOURCE: Final = "unknown"
+_COST_UNIT_BYTES: Final = 64 * 1024
+# Set on a request once every configured scheme passed: it is never charged or limited.
+VERIFIED_KEY: Final = web.RequestKey("verified", bool)
 
 
 class Guard:
@@ -49,10 +61,9 @@ class Guard:
             Verifier(dataclasses.replace(config, provider_hmac_keys=()))
             if config.provider_hmac_keys and config.callback_tokens else None
         )
+        # Failure budget per source address (see the module docstring).
         self.by_source = RateLimiter(config.rate_limit_per_second, config.rate_limit_burst,
                                      config.rate_limit_max_keys)
-        self.by_token = RateLimiter(config.rate_limit_per_second, config.rate_limit_burst,
-                                    config.rate_limit_max_keys)
         self.in_flight = 0
 
     def verify(self, request: web.Request, body: bytes, task_id: str | None) -> Verified:
@@ -68,9 +79,7 @@ class Guard:
         if isinstance(result, Failure):
             raise RefusedError(self.refuse(request, result.status, result.reason.value,
                                            body_bytes=len(body)))
-        allowed, retry_after = self.by_token.allow(result.token_id or "no-token")
-        if not allowed:
-            raise RefusedError(self.limited(request, "token", retry_after))
+        request[VERIFIED_KEY] = True
         return result
 
     def refuse(self, request: web.Request, status: int, reason: str,
@@ -102,13 +111,25 @@ def make_guard_middleware(guard: Guard) -> Any:
             return guard.refuse(request, failure.status, failure.reason.value)
         address = guard.verifier.client_address(request.remote, request.headers)
         source = address_key(address) if address is not None else _UNKNOWN_SOURCE
-        allowed, retry_after = guard.by_source.allow(source)
-        if not allowed:
+        retry_after = guard.by_source.retry_after(source)
+        if retry_after and not guard.verifier.url_credentials_valid(request.query):
             return guard.limited(request, "source", retry_after)
         guard.in_flight += 1
         try:
-            return await handler(request)
+            response = await handler(request)
+        except Exception:
+            _charge_unless_verified(guard, request, source, 400)
+            raise  # turned into a JSON error (413, 408, 404, 405, 500) outside this middleware
         finally:
             guard.in_flight -= 1
+        _charge_unless_verified(guard, request, source, response.status)
+        return response
 
     return guard_middleware
+
+
+def _charge_unless_verified(guard: Guard, request: web.Request, source: str,
+                            status: int) -> None:
+    if request.get(VERIFIED_KEY) or not 400 <= status < 500:
+        return
+    guard.by_source.charge(source, 1 + (request.content_length or 0) // _COST_UNIT_BYTES)

@@ -1,4 +1,5 @@
-"""Callback ingestion: normalize → publish, answering only after the broker acks.
+"""Callback ingestion: normalize → publish, answering only once the record is kept
+(acknowledged by the broker, or fsynced to the spool: ``service/kafka/durable.py``).
 
 This is the application service behind the HTTP handler. It knows nothing of
 aiohttp: it takes the body bytes and returns an ``Outcome`` (status + JSON body),
@@ -24,7 +25,8 @@ from service.core.model import CallbackEvent, Decoded, Rejection
 from service.core.normalize import normalize
 from service.core.records import cloudevent_headers, rejected_value
 from service.edge.metrics import GatewayMetrics
-from service.kafka.producer import Headers, KafkaPublisher, PublishError
+from service.kafka.durable import Ack, DurablePublisher
+from service.kafka.producer import Headers, PublishError
 from service.observability.tracing import kafka_header
 
 log = structlog.get_logger(__name__)
@@ -47,7 +49,7 @@ class CallbackIngest:
         *,
         config: GatewayConfig,
         codec: SchemaCodec,
-        publisher: KafkaPublisher,
+        publisher: DurablePublisher,
         metrics: GatewayMetrics,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -90,14 +92,14 @@ class CallbackIngest:
             task_id=event.task_id, event_id=event.event_id, stage=event.stage,
         )
         headers = cloudevent_headers(event, dataschema=self._dataschema) + trace
-        failure = await self._send(
+        sent = await self._send(
             "events", self._config.topics.events, key=event.task_id.encode(),
             value=orjson.dumps(event.data), headers=headers,
         )
-        if failure is not None:
-            return failure
+        if isinstance(sent, Outcome):
+            return sent
         self._metrics.events.labels(event.kind, event.stage).inc()
-        return Outcome(200, {"status": "received", "event_id": event.event_id})
+        return Outcome(200, {"status": "received", "event_id": event.event_id, **_spooled(sent)})
 
     async def _reject(
         self, kind: CallbackKind, rejection: Rejection, body: bytes, *, received_at: datetime,
@@ -110,40 +112,51 @@ class CallbackIngest:
         value = rejected_value(
             rejection, body, received_at=received_at, content_type=content_type, kind=kind.name,
         )
-        failure = await self._send(
+        sent = await self._send(
             "rejected", self._config.topics.rejected,
             key=rejection.task_id.encode() if rejection.task_id else None,
             value=orjson.dumps(value),
             headers=[("content-type", b"application/json"),
                      ("reason", rejection.reason.encode()), *trace],
         )
-        if failure is not None:
-            return failure
+        if isinstance(sent, Outcome):
+            return sent
         self._metrics.rejections.labels(rejection.reason).inc()
         return Outcome(400, {
             "error": rejection.reason,
             "message": "the callback was not accepted; it is kept on the rejected topic",
             "errors": value["errors"],
             "kept": True,
+            **_spooled(sent),
         })
 
     async def _send(
         self, role: str, topic: str, *, key: bytes | None, value: bytes, headers: Headers,
-    ) -> Outcome | None:
+    ) -> Ack | Outcome:
         started = time.perf_counter()
         try:
-            await self._publisher.publish(
-                topic, key=key, value=value, headers=headers,
-                deadline=self._config.publish_timeout_seconds,
-            )
+            ack = await self._publisher.publish(topic, key=key, value=value, headers=headers)
         except PublishError as exc:
             self._metrics.publish_failures.labels(role, exc.reason).inc()
             structlog.contextvars.bind_contextvars(publish_error=exc.reason)
+            kept_by = "the spool" if exc.reason.startswith("spool") else "the broker"
             return Outcome(
                 503,
                 {"error": exc.reason,
-                 "message": "the broker did not acknowledge the callback; retry later"},
+                 "message": f"{kept_by} could not keep the callback; retry later"},
                 {"Retry-After": self._retry_after},
             )
-        self._metrics.publish_duration.labels(role).observe(time.perf_counter() - started)
-        return None
+        if ack.broker_failure is not None:
+            self._metrics.publish_failures.labels(role, ack.broker_failure).inc()
+            structlog.contextvars.bind_contextvars(publish_error=ack.broker_failure)
+        if ack.spooled:
+            self._metrics.spooled.labels(role).inc()
+            structlog.contextvars.bind_contextvars(spooled=True)
+        else:
+            self._metrics.publish_duration.labels(role).observe(time.perf_counter() - started)
+        return ack
+
+
+def _spooled(ack: Ack) -> dict[str, bool]:
+    """``"spooled": true`` in the answer when the spool (not yet the broker) has the record."""
+    return {"spooled": True} if ack.spooled else {}

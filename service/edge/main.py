@@ -6,7 +6,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from service.config.gateway import GatewayConfig
-from service.edge.app import PUBLISHER_KEY, create_app
+from service.edge.app import DURABLE_KEY, create_app
 from service.observability.admin import create_admin_app
 from service.runtime import Listener, ShutdownFlag, serve
 
@@ -27,7 +27,7 @@ async def run_gateway(config: GatewayConfig) -> None:
     async def readiness() -> str | None:
         if shutdown.is_set:
             return "shutting_down"
-        return await app[PUBLISHER_KEY].check()
+        return await app[DURABLE_KEY].check()  # the broker, or else the spool, can keep records
 
     await serve(
         [

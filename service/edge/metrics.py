@@ -27,12 +27,20 @@ class GatewayMetrics:
             ["topic"], buckets=_LATENCY_BUCKETS, registry=registry,
         )
         self.publish_failures = Counter(
-            "gateway_publish_failures", "Records the broker did not acknowledge in time.",
+            "gateway_publish_failures",
+            "Records the broker did not acknowledge in time (spooled or answered 503).",
             ["topic", "reason"], registry=registry,
         )
         self.events = Counter(
-            "gateway_events_published", "Events acknowledged by the broker, by kind and stage.",
+            "gateway_events_published",
+            "Events accepted (acknowledged by the broker or fsynced to the spool), by kind and "
+            "stage.",
             ["kind", "stage"], registry=registry,
+        )
+        self.spooled = Counter(
+            "gateway_spooled_answers",
+            "Answers given once the record was fsynced to the spool, by topic role.",
+            ["topic"], registry=registry,
         )
         self.rejections = Counter(
             "gateway_rejections", "Bodies kept on the rejected topic, by reason.",
@@ -43,6 +51,7 @@ class GatewayMetrics:
             ["reason"], registry=registry,
         )
         self.rate_limited = Counter(
-            "gateway_rate_limited", "Requests refused by a rate or concurrency limit.",
+            "gateway_rate_limited",
+            "Requests refused: scope=source (failure budget spent, 429), in_flight (503).",
             ["scope"], registry=registry,
         )

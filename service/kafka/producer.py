@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from service.config.kafka import KafkaSettings
 from service.kafka.health import cluster_unreachable
@@ -32,11 +32,23 @@ _RECONNECT_MAX: Final = 10.0
 
 
 class PublishError(Exception):
-    """The broker did not acknowledge the record; ``reason`` is machine-readable."""
+    """The broker did not acknowledge the record; ``reason`` is machine-readable.
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    ``transient`` says whether trying again later (from the spool) can succeed: true
+    for timeouts, a disconnected producer and retriable broker errors; false for a
+    record the broker refuses for what it is (too large, not authorized).
+    """
+
+    def __init__(self, reason: str, detail: str = "", *, transient: bool = True) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+        self.transient = transient
+
+
+def is_transient(exc: KafkaError) -> bool:
+    # KafkaTimeoutError (a batch expired in the producer) is not marked retriable by
+    # aiokafka, but it only says the broker was too slow.
+    return bool(getattr(exc, "retriable", False)) or isinstance(exc, KafkaTimeoutError)
 
 
 @dataclass(frozen=True)
@@ -109,18 +121,37 @@ class KafkaPublisher:
         self, topic: str, *, key: bytes | None, value: bytes, headers: Headers, deadline: float,
     ) -> Any:
         """Send and wait for the acknowledgement (acks=all); raise PublishError otherwise."""
-        producer = self._producer
-        if producer is None:
-            raise PublishError("broker_unavailable", self._last_error or "not connected")
         try:
             async with asyncio.timeout(deadline):
-                return await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+                delivery = await self.enqueue(topic, key=key, value=value, headers=headers)
+                return await delivery
         except TimeoutError:
             raise PublishError(
                 "publish_timeout", f"no acknowledgement within {deadline}s",
             ) from None
         except KafkaError as exc:
-            raise PublishError("publish_failed", type(exc).__name__) from exc
+            raise PublishError("publish_failed", type(exc).__name__,
+                               transient=is_transient(exc)) from exc
+
+    async def enqueue(
+        self, topic: str, *, key: bytes | None, value: bytes, headers: Headers,
+        timestamp_ms: int | None = None,
+    ) -> asyncio.Future[Any]:
+        """Hand a record to the producer; the future resolves on the acknowledgement.
+
+        A future given up on (cancelled or timed out on our side) does not stop the
+        producer: it may still deliver the record later.
+        """
+        producer = self._producer
+        if producer is None:
+            raise PublishError("broker_unavailable", self._last_error or "not connected")
+        try:
+            delivery: asyncio.Future[Any] = await producer.send(
+                topic, value=value, key=key, headers=headers, timestamp_ms=timestamp_ms)
+        except KafkaError as exc:
+            raise PublishError("publish_failed", type(exc).__name__,
+                               transient=is_transient(exc)) from exc
+        return delivery
 
     async def check(self, deadline: float = 2.0) -> str | None:
         """Readiness: None when connected and the cluster answers a metadata request."""
@@ -129,12 +160,23 @@ class KafkaPublisher:
             return self._last_error or "not_connected"
         return await cluster_unreachable(producer.client, deadline)
 
-    async def stop(self) -> None:
-        """Flush what is buffered and close; safe to call when never connected."""
+    async def stop(self, flush_timeout: float | None = None) -> None:
+        """Flush what is buffered and close; safe to call when never connected.
+
+        With ``flush_timeout``, give up flushing after that many seconds (a broker that
+        is down would otherwise hold the exit for the producer's request timeout).
+        Only safe where every record still buffered was answered without a 2xx or is
+        kept elsewhere (the gateway's spool): it is abandoned, not lost.
+        """
         if self._connect_task is not None and not self._connect_task.done():
             self._connect_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connect_task
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            await producer.stop()
+            try:
+                async with asyncio.timeout(flush_timeout):
+                    await producer.stop()
+            except TimeoutError:
+                log.warning("kafka_flush_abandoned", after_s=flush_timeout,
+                            detail="the broker did not take the buffered records in time")

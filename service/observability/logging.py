@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -19,7 +19,8 @@ def _orjson_dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def configure_logging(level: str, *, process: str) -> None:
+def configure_logging(level: str, *, process: str, stream: TextIO | None = None) -> None:
+    """JSON lines on stdout; ``stream`` for commands whose stdout is their result."""
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -43,7 +44,7 @@ def configure_logging(level: str, *, process: str) -> None:
             structlog.processors.JSONRenderer(serializer=_orjson_dumps),
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

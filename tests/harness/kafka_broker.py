@@ -299,6 +299,11 @@ class KafkaBroker:
 
     ``extra_properties`` override or add ``server.properties`` entries, e.g.
     ``{"message.max.bytes": "2097152"}``.
+
+    ``proxied_port``: add a third client listener (PLAINTEXT) that advertises
+    ``127.0.0.1:<proxied_port>``, where a test puts a proxy (``tcp_proxy.py``) in front
+    of ``proxied_listener_port``. Clients bootstrapping through the proxy are then sent
+    back to the proxy by the metadata, so cutting the proxy cuts them off completely.
     """
 
     sasl_mechanism: str = "SCRAM-SHA-512"
@@ -310,13 +315,18 @@ class KafkaBroker:
         extra_properties: Mapping[str, str] | None = None,
         jvm_options: tuple[str, ...] = DEFAULT_JVM_OPTIONS,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
+        proxied_port: int | None = None,
     ) -> None:
         self.version = version
         self.extra_properties: dict[str, str] = dict(extra_properties or {})
         self.jvm_options = jvm_options
         self.startup_timeout = startup_timeout
 
-        self.port, self.sasl_port, self.controller_port = _free_loopback_ports(3)
+        self.port, self.sasl_port, self.controller_port, proxied_listener = (
+            _free_loopback_ports(4))
+        self.proxied_port = proxied_port
+        self.proxied_listener_port = proxied_listener if proxied_port else None
+        self.proxied_bootstrap_servers = f"{LOOPBACK}:{proxied_port}" if proxied_port else None
         self.bootstrap_servers = f"{LOOPBACK}:{self.port}"
         self.sasl_bootstrap_servers = f"{LOOPBACK}:{self.sasl_port}"
         self.sasl_username = "harness-" + secrets.token_hex(4)
@@ -473,6 +483,12 @@ class KafkaBroker:
             f"SASL_PLAINTEXT://{LOOPBACK}:{self.sasl_port},"
             f"CONTROLLER://{LOOPBACK}:{self.controller_port}"
         )
+        advertised = listeners
+        protocols = "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"
+        if self.proxied_port is not None:
+            listeners += f",PROXIED://{LOOPBACK}:{self.proxied_listener_port}"
+            advertised += f",PROXIED://{LOOPBACK}:{self.proxied_port}"
+            protocols += ",PROXIED:PLAINTEXT"
         scram_jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
         props = {
             "process.roles": "broker,controller",
@@ -481,10 +497,8 @@ class KafkaBroker:
             "controller.quorum.voters": f"{NODE_ID}@{LOOPBACK}:{self.controller_port}",
             "controller.listener.names": "CONTROLLER",
             "listeners": listeners,
-            "advertised.listeners": listeners,
-            "listener.security.protocol.map": (
-                "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"
-            ),
+            "advertised.listeners": advertised,
+            "listener.security.protocol.map": protocols,
             "inter.broker.listener.name": "PLAINTEXT",
             "sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
             "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": scram_jaas,

@@ -37,6 +37,11 @@ def test_dev_stack_accepts_the_documented_callback_and_stops_cleanly(tmp_path: P
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             assert response.status == 200
         assert "curl -sS -X POST" in stack.output()
+        # the gateway keeps its spool under the data directory (make run: .dev-data/spool)
+        assert (tmp_path / "data" / "spool" / "lock").is_file()
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['gateway']}/metrics",
+                                    timeout=10) as response:
+            assert "gateway_spool_enabled 1.0" in response.read().decode()
         stack.signal(signal.SIGINT)
         assert stack.wait(60) == 0
     finally:

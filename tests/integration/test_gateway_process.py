@@ -43,6 +43,9 @@ async def process_env(kafka_broker: KafkaBroker) -> ProcessEnv:
     ({"EVENT_SOURCE": "/callbacks/extend-music"}, "EVENT_SOURCE"),  # the kind gives the source
     ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_FILE": "/nonexistent/ca.pem"},
      "KAFKA_SSL_CA_FILE"),
+    ({"SPOOL_MAX_BYTES": "1048576"}, "SPOOL_MAX_BYTES"),
+    ({"SPOOL_AFTER_SECONDS": "2"}, "SPOOL_AFTER_SECONDS"),  # not below the deadline (2 s)
+    ({"SPOOL_DIR": "/dev/null/spool"}, "SPOOL_DIR"),  # cannot be created: found at start-up
 ])
 def test_bad_configuration_fails_fast_naming_the_variable(
     overrides: dict[str, str], variable: str,

@@ -16,6 +16,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry, generate_latest
 
 from service.config.env import ConfigError, Env
 from service.config.gateway import GatewayConfig
@@ -52,10 +53,12 @@ def test_gateway_refuses_to_start_without_verification_naming_the_settings() -> 
 
 
 class Gateway:
-    def __init__(self, server: TestServer, env: dict[str, str], broker: KafkaBroker) -> None:
+    def __init__(self, server: TestServer, env: dict[str, str], broker: KafkaBroker,
+                 registry: CollectorRegistry) -> None:
         self.server = server
         self.env = env
         self.broker = broker
+        self.registry = registry
 
     @property
     def port(self) -> int:
@@ -89,10 +92,11 @@ def start(aiohttp_server: ServerFactory, kafka_broker: KafkaBroker,
         env = gateway_env(kafka_broker.bootstrap_servers, AUTH_MODE="verify", **settings)
         config = gateway_config(env)
         await ensure_topics(config.kafka, project_topics(Env(env)))
-        app = create_app(config)
+        registry = CollectorRegistry()
+        app = create_app(config, registry=registry)
         server = await aiohttp_server(app, host="127.0.0.1")
         assert await app[PUBLISHER_KEY].wait_connected(20)
-        return Gateway(server, env, kafka_broker)
+        return Gateway(server, env, kafka_broker, registry)
 
     return make
 
@@ -233,19 +237,41 @@ async def test_allow_list_honours_forwarded_for_only_from_trusted_proxies(
     assert (await gateway.post(source="127.0.0.1", headers=forged_chain))[0] == 403
 
 
-async def test_a_flood_from_one_address_is_limited_while_another_gets_through(
+async def test_a_flood_failing_verification_is_limited_while_genuine_callbacks_get_through(
     start: Callable[..., Awaitable[Gateway]],
 ) -> None:
     token = new_token()
     gateway = await start(CALLBACK_TOKENS=token, RATE_LIMIT_PER_SECOND="2",
                           RATE_LIMIT_BURST="5")
-    flood = await asyncio.gather(*(gateway.post(b"{}", source="127.0.0.2") for _ in range(20)))
+    flood = [await gateway.post(b"{}", query="?token=wrong-wrong-wrong", source="127.0.0.2")
+             for _ in range(20)]
     statuses = [status for status, _, _ in flood]
+    assert statuses[:5] == [401] * 5  # the budget, then refused before the body is read
     assert statuses.count(429) >= 10
     limited = next(headers for status, _, headers in flood if status == 429)
     assert int(limited["Retry-After"]) >= 1
+    # the same address with the right token: its URL proves it, no body needed
+    status, _, _ = await gateway.post(query=f"?token={token}", source="127.0.0.2")
+    assert status == 200
     status, _, _ = await gateway.post(query=f"?token={token}", source="127.0.0.3")
     assert status == 200
+    metrics = generate_latest(gateway.registry).decode()
+    assert 'gateway_rate_limited_total{scope="source"}' in metrics
+
+
+async def test_verified_callbacks_from_one_address_are_never_rate_limited(
+    start: Callable[..., Awaitable[Gateway]],
+) -> None:
+    """Far past the limits: each 429 would burn one of the provider's three tries."""
+    token = new_token()
+    gateway = await start(CALLBACK_TOKENS=token, RATE_LIMIT_PER_SECOND="1",
+                          RATE_LIMIT_BURST="2")
+    invalid = b'{"code": 200, "data": {"callbackType": "complete"}}'  # verified, then rejected
+    answers = await asyncio.gather(*(
+        gateway.post(BODY if n % 4 else invalid, query=f"?token={token}", source="127.0.0.4")
+        for n in range(60)))
+    assert sorted({status for status, _, _ in answers}) == [200, 400]
+    assert await gateway.published(expect=45) == 60  # 45 events and 15 kept rejections
 
 
 def _dribble(port: int, stop_after: float) -> bytes:

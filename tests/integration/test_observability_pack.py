@@ -36,7 +36,8 @@ EXPECTED_ALERTS = {
     "MusicGatewayHigh5xxRatio", "MusicGatewayPublishLatencyHigh", "MusicGatewayRejectedRateHigh",
     "MusicNoCallbacks", "MusicArchiverConsumerLagHigh", "MusicMetricsConsumerLagHigh",
     "MusicArchiveDeadLetterRateHigh", "MusicGatewayDown", "MusicArchiverDown",
-    "MusicMetricsConsumerDown", "MusicTargetDown",
+    "MusicMetricsConsumerDown", "MusicTargetDown", "MusicGatewaySpoolNotDraining",
+    "MusicGatewaySpoolFilling",
 }
 # What the dashboard must show (issue 4), as metrics its panels must query.
 DASHBOARD_COVERAGE = {

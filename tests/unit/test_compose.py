@@ -21,7 +21,6 @@ from service.__main__ import build_parser
 from tests.harness.kafka_broker import KAFKA_VERSION
 from tests.support_deploy import (
     DEPLOY,
-    PENDING_VARIABLES,
     load_yaml,
     tool,
     variables_read_by_the_code,
@@ -86,7 +85,7 @@ def test_every_process_runs_a_real_command_with_known_variables(name: str) -> No
     service = ours()[name]
     build_parser().parse_args(service["command"])  # exits on an unknown command
     variables = set(service["environment"])
-    unknown = variables - variables_read_by_the_code() - PENDING_VARIABLES
+    unknown = variables - variables_read_by_the_code()
     assert not unknown, f"{name} sets variables no code reads: {unknown}"
     if name in ADMIN_PORTS:
         assert service["environment"]["ADMIN_PORT"] == str(ADMIN_PORTS[name])

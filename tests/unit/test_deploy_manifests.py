@@ -28,7 +28,6 @@ from tests.support_deploy import (
     KUBERNETES,
     KUBERNETES_VERSION,
     OVERLAYS,
-    PENDING_VARIABLES,
     PROCESSES,
     Resource,
     config_data,
@@ -223,7 +222,7 @@ def test_secrets_are_mounted_files_never_plain_values(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_variable_set_is_one_the_code_reads(overlay: str) -> None:
     resources = rendered(overlay)
-    known = variables_read_by_the_code() | PENDING_VARIABLES
+    known = variables_read_by_the_code()
     config = config_data(resources)
     assert not set(config) - known, f"the ConfigMap sets unknown variables: {set(config) - known}"
     for workload in workloads(resources):

@@ -38,7 +38,7 @@ class RecordingPublisher(KafkaPublisher):
     async def start(self) -> None:
         return None
 
-    async def stop(self) -> None:
+    async def stop(self, flush_timeout: float | None = None) -> None:  # noqa: ARG002 - nothing to flush
         return None
 
     async def publish(self, topic: str, **_: Any) -> None:

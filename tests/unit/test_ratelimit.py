@@ -156,3 +156,29 @@ def test_property_allowed_never_exceeds_burst_plus_refill(
         clock.advance(step)
         allowed += limiter.allow("k")[0]
     assert allowed <= burst + rate * clock.now + 1e-6
+
+
+def test_retry_after_peeks_without_taking_a_token() -> None:
+    """The pre-body check asks; only failures pay."""
+    clock = FakeClock()
+    limiter = RateLimiter(rate=1, burst=2, clock=clock)
+    assert limiter.retry_after("a") == 0.0
+    assert len(limiter) == 0  # asking creates no bucket
+    limiter.charge("a")
+    assert limiter.retry_after("a") == 0.0
+    assert limiter.retry_after("a") == 0.0  # still one token: peeking took nothing
+    limiter.charge("a")
+    assert limiter.retry_after("a") == pytest.approx(1.0)
+    clock.advance(0.25)
+    assert limiter.retry_after("a") == pytest.approx(0.75)
+
+
+def test_a_charge_costs_its_weight_and_never_goes_below_zero() -> None:
+    """An expensive failure (a large body to verify) costs more; the debt is bounded."""
+    clock = FakeClock()
+    limiter = RateLimiter(rate=1, burst=10, clock=clock)
+    limiter.charge("a", cost=4)
+    assert _drain(limiter, "a") == 6
+    limiter.charge("b", cost=1000)
+    clock.advance(1.0)
+    assert limiter.retry_after("b") == 0.0  # one second refills one token, not -989 + 1

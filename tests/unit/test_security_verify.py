@@ -101,8 +101,8 @@ def test_invalid_auth_mode_names_the_variable() -> None:
 def test_defaults_for_limits() -> None:
     """Limits default to generous values when unset."""
     config = SecurityConfig.from_env(Env({"CALLBACK_TOKENS": _token()}))
-    assert config.rate_limit_per_second == 1000.0
-    assert config.rate_limit_burst == 2000
+    assert config.rate_limit_per_second == 100.0  # a failure budget: verified traffic is free
+    assert config.rate_limit_burst == 1000
     assert config.body_read_timeout_seconds == 10.0
     assert config.max_in_flight == 512
     assert config.provider_hmac_tolerance_seconds == 1800
@@ -528,6 +528,21 @@ def test_all_configured_schemes_must_pass() -> None:
     assert verifier.verify(query, no_sw, body, "t1") == Failure(
         Scheme.STANDARD_WEBHOOKS, Reason.MISSING_SIGNATURE
     )
+
+
+def test_url_credentials_alone_prove_a_caller_only_when_every_url_scheme_passes() -> None:
+    """The failure-budget bypass: the URL must carry every configured URL scheme."""
+    token, url_key = _token(), _token()
+    both = _verifier({"CALLBACK_TOKENS": token, "CALLBACK_URL_SIGNING_KEY": url_key})
+    url = sign_callback_url(f"https://gw/cb?token={token}", "ref-7", url_key,
+                            now=datetime.fromtimestamp(NOW, UTC))
+    query = dict(URL(url).query)
+    assert both.url_credentials_valid(query)
+    assert not both.url_credentials_valid({"token": token})
+    assert not both.url_credentials_valid({**query, "token": _token()})
+    assert _verifier({"CALLBACK_TOKENS": token}).url_credentials_valid({"token": token})
+    body_only = _verifier({"PROVIDER_HMAC_KEY": _token()})
+    assert not body_only.url_credentials_valid({"token": token})  # needs the body: no bypass
 
 
 def test_failure_status_codes() -> None:

@@ -119,6 +119,20 @@ class Verifier:
             return None
         return Failure(Scheme.SOURCE_IP, Reason.SOURCE_NOT_ALLOWED)
 
+    def url_credentials_valid(self, query: Mapping[str, str]) -> bool:
+        """True when the URL alone proves the caller: a URL scheme (token, signed URL) is
+        configured and every configured one passes. Cheap: no body needed."""
+        config = self._config
+        if self._tokens is None and not config.url_signing_keys:
+            return False
+        if self._tokens is not None and isinstance(self._tokens.check(query), Failure):
+            return False
+        if config.url_signing_keys:
+            moment = datetime.fromtimestamp(self._clock(), UTC)
+            return not isinstance(
+                verify_signed_query(query, config.url_signing_keys, moment), Failure)
+        return True
+
     def verify(
         self,
         query: Mapping[str, str],

@@ -37,8 +37,9 @@ class SecurityConfig:
     standard_webhooks_tolerance_seconds: int = 300
     allowed_source_cidrs: tuple[IPNetwork, ...] = ()
     trusted_proxy_cidrs: tuple[IPNetwork, ...] = ()
-    rate_limit_per_second: float = 1000.0
-    rate_limit_burst: int = 2000
+    # Failure budget per source address: only requests that fail verification spend it.
+    rate_limit_per_second: float = 100.0
+    rate_limit_burst: int = 1000
     rate_limit_max_keys: int = 10_000
     body_read_timeout_seconds: float = 10.0
     max_in_flight: int = 512
@@ -97,8 +98,8 @@ class SecurityConfig:
             standard_webhooks_secrets=webhook_secrets,
             allowed_source_cidrs=allowed,
             trusted_proxy_cidrs=trusted,
-            rate_limit_per_second=_positive_float(env, "RATE_LIMIT_PER_SECOND", 1000.0),
-            rate_limit_burst=env.int("RATE_LIMIT_BURST", 2000, minimum=1),
+            rate_limit_per_second=_positive_float(env, "RATE_LIMIT_PER_SECOND", 100.0),
+            rate_limit_burst=env.int("RATE_LIMIT_BURST", 1000, minimum=1),
             rate_limit_max_keys=env.int("RATE_LIMIT_MAX_KEYS", 10_000, minimum=1),
             body_read_timeout_seconds=_positive_float(env, "BODY_READ_TIMEOUT_SECONDS", 10.0),
             max_in_flight=env.int("MAX_IN_FLIGHT", 512, minimum=1),

@@ -51,23 +51,40 @@ class RateLimiter:
         token is available; round it up (``math.ceil``) for a ``Retry-After`` header.
         """
         now = self._clock()
+        tokens = self._refilled(key, now)
+        if tokens >= 1.0:
+            self._store(key, tokens - 1.0, now)
+            return True, 0.0
+        self._store(key, tokens, now)
+        return False, (1.0 - tokens) / self._rate
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until ``key`` has a token again, 0 when it has one now; takes nothing."""
         bucket = self._buckets.get(key)
         if bucket is None:
-            tokens = self._burst
-        else:
-            stored, last = bucket
-            elapsed = max(0.0, now - last)  # a clock stepping back never adds tokens
-            tokens = min(self._burst, stored + elapsed * self._rate)
-            self._buckets.move_to_end(key)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            allowed, retry_after = True, 0.0
-        else:
-            self._buckets[key] = (tokens, now)
-            allowed, retry_after = False, (1.0 - tokens) / self._rate
+            return 0.0
+        stored, last = bucket
+        tokens = min(self._burst, stored + max(0.0, self._clock() - last) * self._rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate
+
+    def charge(self, key: str, cost: float = 1.0) -> None:
+        """Take ``cost`` tokens (never below zero): the price of work already done."""
+        now = self._clock()
+        self._store(key, max(0.0, self._refilled(key, now) - cost), now)
+
+    def _refilled(self, key: str, now: float) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return self._burst
+        stored, last = bucket
+        self._buckets.move_to_end(key)
+        elapsed = max(0.0, now - last)  # a clock stepping back never adds tokens
+        return min(self._burst, stored + elapsed * self._rate)
+
+    def _store(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)
         if len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
-        return allowed, retry_after
 
 
 def address_key(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
