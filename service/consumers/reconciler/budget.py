@@ -24,6 +24,8 @@ from service.edge.security.ratelimit import RateLimiter
 
 BACKOFF_BASE_SECONDS: Final = 1.0
 _KEY: Final = "provider"
+# A wait computed as a hair above zero (rounding) must still let the clock move on.
+_MIN_WAIT_SECONDS: Final = 0.001
 
 
 class PollBudget:
@@ -62,7 +64,7 @@ class PollBudget:
             allowed, wait = self._bucket.allow(_KEY)
             if allowed:
                 return
-            await self._sleep(wait)
+            await self._sleep(max(wait, _MIN_WAIT_SECONDS))
 
     def slow_down(self, retry_after: float | None = None) -> float:
         """The provider refused for load: pause every request; returns the pause."""
