@@ -11,24 +11,32 @@ from tests.support import example_bytes, free_port
 from tests.support_process import ServiceProcess
 
 
-def test_dev_stack_accepts_the_documented_callback_and_stops_cleanly(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("http", "gateway", "archiver", "metrics", "broker")}
+def dev_env(tmp_path: Path, ports: dict[str, int]) -> dict[str, str]:
     env = {
         "HTTP_PORT": str(ports["http"]),
-        "DEV_GATEWAY_ADMIN_PORT": str(ports["gateway"]),
-        "DEV_ARCHIVER_ADMIN_PORT": str(ports["archiver"]),
-        "DEV_METRICS_ADMIN_PORT": str(ports["metrics"]),
         "DEV_BROKER_PORT": str(ports["broker"]),
         "DEV_DATA_DIR": str(tmp_path / "data"),
     }
-    stack = ServiceProcess(["dev"], env, tmp_path).start()
+    for child in ("gateway", "archiver", "metrics", "reconciler"):
+        if child in ports:
+            env[f"DEV_{child.upper()}_ADMIN_PORT"] = str(ports[child])
+    return env
+
+
+def wait_until_up(stack: ServiceProcess, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while "The local stack is up." not in stack.output():
+        assert stack.process is not None
+        assert stack.process.poll() is None, stack.output()[-3000:]
+        assert time.monotonic() < deadline, stack.output()[-3000:]
+        time.sleep(0.2)
+
+
+def test_dev_stack_accepts_the_documented_callback_and_stops_cleanly(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("http", "gateway", "archiver", "metrics", "broker")}
+    stack = ServiceProcess(["dev"], dev_env(tmp_path, ports), tmp_path).start()
     try:
-        deadline = time.monotonic() + 90
-        while "The local stack is up." not in stack.output():
-            assert stack.process is not None
-            assert stack.process.poll() is None, stack.output()[-3000:]
-            assert time.monotonic() < deadline, stack.output()[-3000:]
-            time.sleep(0.2)
+        wait_until_up(stack)
         request = urllib.request.Request(
             f"http://127.0.0.1:{ports['http']}/callbacks/extend-music",
             data=example_bytes("documented-complete.json"),
@@ -68,13 +76,7 @@ async def test_dev_stack_starts_the_reconciler_when_a_provider_key_is_set(
     ports = {name: free_port() for name in ("http", "gateway", "archiver", "metrics",
                                             "reconciler", "broker")}
     env = {
-        "HTTP_PORT": str(ports["http"]),
-        "DEV_GATEWAY_ADMIN_PORT": str(ports["gateway"]),
-        "DEV_ARCHIVER_ADMIN_PORT": str(ports["archiver"]),
-        "DEV_METRICS_ADMIN_PORT": str(ports["metrics"]),
-        "DEV_RECONCILER_ADMIN_PORT": str(ports["reconciler"]),
-        "DEV_BROKER_PORT": str(ports["broker"]),
-        "DEV_DATA_DIR": str(tmp_path / "data"),
+        **dev_env(tmp_path, ports),
         "PROVIDER_API_BASE_URL": provider.base_url,
         "PROVIDER_API_KEY": provider.api_key,
         "RECONCILE_AFTER_SECONDS": "0",
@@ -93,17 +95,12 @@ async def test_dev_stack_starts_the_reconciler_when_a_provider_key_is_set(
 
     def recovered() -> bool:
         url = f"http://127.0.0.1:{ports['reconciler']}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
         return ('reconciler_tasks_closed_total{by="polling",kind="wav"} 1.0' in text)
 
     try:
-        deadline = time.monotonic() + 90
-        while "The local stack is up." not in stack.output():
-            assert stack.process is not None
-            assert stack.process.poll() is None, stack.output()[-3000:]
-            assert time.monotonic() < deadline, stack.output()[-3000:]
-            await asyncio.sleep(0.2)
+        await asyncio.to_thread(wait_until_up, stack)
         assert "/tasks" in stack.output()
         assert await asyncio.to_thread(post_task) == 200
         deadline = time.monotonic() + 30

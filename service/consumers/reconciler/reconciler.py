@@ -51,7 +51,7 @@ from service.core.model import CallbackEvent, Rejection
 from service.core.normalize import normalize_recovered
 from service.core.records import cloudevent_headers
 from service.core.recovery import Status, horizon_callback, recovered_callback
-from service.kafka.consumer import Record
+from service.kafka.consumer import Record, start_with_retry
 from service.kafka.producer import KafkaPublisher, PublishError
 from service.observability.tracing import kafka_header, start_or_continue
 
@@ -113,7 +113,7 @@ class Reconciler:
             **self.config.kafka.client_kwargs(), group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest")
         self._consumer = consumer
-        if not await self._start(consumer, stop):
+        if not await start_with_retry(consumer, stop):
             return
         poller: asyncio.Task[None] | None = None
         try:
@@ -141,19 +141,6 @@ class Reconciler:
                 await consumer.stop()
             self._consumer = None
             log.info("reconciler_stopped")
-
-    async def _start(self, consumer: AIOKafkaConsumer, stop: Callable[[], bool]) -> bool:
-        delay = 0.5
-        while not stop():
-            try:
-                await consumer.start()
-            except (KafkaError, OSError) as exc:
-                log.warning("kafka_connect_failed", error=type(exc).__name__, retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            return True
-        return False
 
     async def _assign(self, consumer: AIOKafkaConsumer, stop: Callable[[], bool],
                       ) -> tuple[list[TopicPartition], list[TopicPartition]] | None:
