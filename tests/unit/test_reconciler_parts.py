@@ -39,10 +39,9 @@ def test_a_terminal_event_closes_the_task_and_leaves_no_due_poll() -> None:
     table = TaskTable(max_open=10)
     task = table.submitted("a", "wav", 0.0, None, first_poll_at=5.0)
     assert task is not None
-    table.mark_polled(task)
-    assert table.silent == 1
+    assert (table.silent(9.0, 10.0), table.silent(10.0, 10.0)) == (0, 1)
     assert table.observed("a", "complete") is task
-    assert (len(table), table.silent, table.next_due(100.0)) == (0, 0, None)
+    assert (len(table), table.silent(10.0, 10.0), table.next_due(100.0)) == (0, 0, None)
     # a submission read after its terminal event does not reopen it
     assert table.submitted("a", "wav", 0.0, None, first_poll_at=5.0) is None
 

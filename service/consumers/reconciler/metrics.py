@@ -37,7 +37,8 @@ class ReconcilerMetrics:
             f"{PREFIX}_open_tasks", "Submitted tasks without a terminal event, kept in state.",
             registry=registry)
         self.silent_tasks = Gauge(
-            f"{PREFIX}_silent_tasks", "Open tasks past RECONCILE_AFTER_SECONDS: being polled.",
+            f"{PREFIX}_silent_tasks",
+            "Open tasks past RECONCILE_AFTER_SECONDS since submission: they are polled.",
             registry=registry)
         self.polls = Counter(
             f"{PREFIX}_polls", "Record-info requests, by outcome.", ["outcome"],

@@ -96,7 +96,8 @@ class Reconciler:
         self._running: set[asyncio.Task[None]] = set()
         self._fatal: BaseException | None = None
         metrics.open_tasks.set_function(lambda: len(self.table))
-        metrics.silent_tasks.set_function(lambda: self.table.silent)
+        metrics.silent_tasks.set_function(
+            lambda: self.table.silent(self._clock(), config.after_seconds))
         metrics.backoff_active.set_function(lambda: 1 if self.budget.paused else 0)
 
     async def check(self) -> str | None:
@@ -125,7 +126,8 @@ class Reconciler:
                 return
             self.live.set()
             self.metrics.state_rebuilt.set(1)
-            log.info("state_rebuilt", open_tasks=len(self.table), silent_tasks=self.table.silent)
+            log.info("state_rebuilt", open_tasks=len(self.table),
+                     silent_tasks=self.table.silent(self._clock(), self.config.after_seconds))
             poller = asyncio.create_task(self._poll_loop(stop), name="reconciler-polls")
             while not stop() and not poller.done():
                 await self._consume(consumer)
@@ -295,7 +297,6 @@ class Reconciler:
         fields: dict[str, Any] = {}
         outcome = "network"
         try:
-            self.table.mark_polled(task)
             fetched = await self._client.fetch(_record_info_path(kind), task.task_id)
             self.metrics.poll_duration.observe(time.monotonic() - started)
             outcome = await self._answered(task, kind, fetched, fields)

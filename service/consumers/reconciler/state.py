@@ -38,7 +38,6 @@ class OpenTask:
     task_ref: str | None
     stages: int = 0  # STAGE_BITS of the events seen for it
     next_poll_at: float = 0.0
-    polled: bool = False  # asked at least once: it is silent
     in_flight: bool = False  # a poll is running; it is rescheduled when it ends
     last_status: str | None = None  # the provider's last status word, for the horizon error
 
@@ -57,7 +56,6 @@ class TaskTable:
             raise ValueError("max_open must be at least 1")
         self.max_open = max_open
         self.open: dict[str, OpenTask] = {}  # insertion order: the oldest submission first
-        self.silent = 0  # open tasks polled at least once
         self.evictions = 0
         self._known: OrderedDict[str, int] = OrderedDict()  # stage bits of tasks not open
         self._due: list[tuple[float, int, str]] = []
@@ -97,10 +95,9 @@ class TaskTable:
             return task
         return None
 
-    def mark_polled(self, task: OpenTask) -> None:
-        if not task.polled and task.task_id in self.open:
-            task.polled = True
-            self.silent += 1
+    def silent(self, now: float, after_seconds: float) -> int:
+        """Open tasks past ``after_seconds`` since their submission (a scan: for scrapes)."""
+        return sum(1 for task in self.open.values() if task.submitted_at + after_seconds <= now)
 
     def schedule(self, task: OpenTask, at: float) -> None:
         task.next_poll_at = at
@@ -141,8 +138,6 @@ class TaskTable:
 
     def _forget(self, task: OpenTask) -> None:
         del self.open[task.task_id]
-        if task.polled:
-            self.silent -= 1
         self._remember(task.task_id, task.stages)
 
     def _remember(self, task_id: str, stages: int) -> None:
