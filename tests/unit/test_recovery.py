@@ -329,3 +329,15 @@ def test_a_kind_without_record_info_cannot_be_recovered() -> None:
     kind = dataclasses.replace(kind_named("wav"), record_info=None)
     with pytest.raises(ValueError, match="no record-info"):
         recovered_callback(kind, answer("wav-success.json"), TASK)
+
+
+def test_the_recovered_event_example_is_what_the_reconciler_writes() -> None:
+    """tests/examples/music.callbacks.v1/wav-recovered-by-polling.json, from the wav answer."""
+    kind = kind_named("wav")
+    result = recovered_callback(kind, answer("wav-success.json"), "988e****c8d3")
+    assert isinstance(result, Recovered)
+    event = normalize_recovered(result.document, kind=kind, recovered_by="polling",
+                                received_at=RECEIVED, codec=CODEC, provider_tz=UTC)
+    assert isinstance(event, CallbackEvent)
+    expected = orjson.loads((EXAMPLES / EVENT_V1 / "wav-recovered-by-polling.json").read_bytes())
+    assert event.data == expected
