@@ -1,9 +1,9 @@
 """Command line: ``python -m service <command>``.
 
-Commands: ``gateway``, ``archiver``, ``metrics``, ``dev`` (the whole local stack
-on an embedded broker), ``topics ensure``, ``sign-url``, ``spool inspect|drain``,
-``replay``. Configuration comes from environment variables only; a bad one stops
-start-up with its name.
+Commands: ``gateway``, ``archiver``, ``metrics``, ``reconciler``, ``dev`` (the whole
+local stack on an embedded broker), ``topics ensure``, ``sign-url``, ``spool
+inspect|drain``, ``replay``. Configuration comes from environment variables only; a bad
+one stops start-up with its name.
 """
 
 from __future__ import annotations
@@ -46,6 +46,16 @@ def _metrics(_: argparse.Namespace) -> int:
     configure_logging(config.log_level, process="metrics")
     asyncio.run(run_metrics(config))
     return 0
+
+
+def _reconciler(_: argparse.Namespace) -> int:
+    from service.config.reconciler import ReconcilerConfig
+    from service.consumers.reconciler.main import run_reconciler
+    from service.observability.logging import configure_logging
+
+    config = ReconcilerConfig.from_env()
+    configure_logging(config.log_level, process="reconciler")
+    return asyncio.run(run_reconciler(config))
 
 
 def _topics(args: argparse.Namespace) -> int:
@@ -135,6 +145,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "gateway": _gateway,
     "archiver": _archiver,
     "metrics": _metrics,
+    "reconciler": _reconciler,
     "topics": _topics,
     "sign-url": _sign_url,
     "spool": _spool,
@@ -149,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("gateway", help="serve provider callbacks and publish them to Kafka")
     sub.add_parser("archiver", help="archive audio and covers of events to object storage")
     sub.add_parser("metrics", help="turn the event stream into Prometheus metrics")
+    sub.add_parser("reconciler", help="ask the provider about submitted tasks whose "
+                   "callbacks never came, and publish their outcome")
     sub.add_parser("dev", help="the whole local stack on an embedded broker (make run)")
     sign = sub.add_parser(
         "sign-url", help="mint a per-task callback URL signed with CALLBACK_URL_SIGNING_KEY")

@@ -53,6 +53,7 @@ def gateway_env(bootstrap: str, **overrides: str) -> dict[str, str]:
         "REJECTED_TOPIC": unique("test.rejected"),
         "ARCHIVED_TOPIC": unique("test.archived"),
         "ARCHIVE_DLQ_TOPIC": unique("test.archive-failed"),
+        "TASKS_TOPIC": unique("test.tasks"),
         "PUBLISH_TIMEOUT_SECONDS": "2",
         "TOPIC_PARTITIONS": "3",
         "AUTH_MODE": "none",

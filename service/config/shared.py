@@ -16,6 +16,7 @@ class TopicNames:
     rejected: str = "music.callbacks.rejected.v1"
     archived: str = "music.audio.archived.v1"
     archive_failed: str = "music.audio.archive-failed.v1"
+    tasks: str = "music.tasks.submitted.v1"  # submitted tasks, read by the reconciler
 
     @classmethod
     def from_env(cls, env: Env) -> TopicNames:
@@ -25,6 +26,7 @@ class TopicNames:
             rejected=env.str("REJECTED_TOPIC", defaults.rejected),
             archived=env.str("ARCHIVED_TOPIC", defaults.archived),
             archive_failed=env.str("ARCHIVE_DLQ_TOPIC", defaults.archive_failed),
+            tasks=env.str("TASKS_TOPIC", defaults.tasks),
         )
 
 

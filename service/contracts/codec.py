@@ -28,6 +28,8 @@ EVENT_V1: Final = "music.callbacks.v1"
 REJECTED_V1: Final = "music.callbacks.rejected.v1"
 ARCHIVED_V1: Final = "music.audio.archived.v1"
 ARCHIVE_FAILED_V1: Final = "music.audio.archive-failed.v1"
+TASKS_V1: Final = "music.tasks.submitted.v1"
+RECORD_INFO_V1: Final = "provider-api.record-info.v1"
 
 MAX_REPORTED_ERRORS: Final = 20
 

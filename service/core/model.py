@@ -11,6 +11,12 @@ from service.contracts.codec import SchemaError
 Stage = Literal["text", "first", "complete", "error"]
 STAGES: Final[tuple[Stage, ...]] = ("text", "first", "complete", "error")
 
+#: How an event the provider never called back with was obtained: ``polling`` (the
+#: reconciler read it from the provider's record-info answer) or ``horizon`` (the
+#: reconciler gave up on a task that had no outcome within its horizon).
+RecoveredBy = Literal["polling", "horizon"]
+RECOVERED_BY: Final[tuple[RecoveredBy, ...]] = ("polling", "horizon")
+
 RejectReason = Literal[
     "invalid_utf8",
     "invalid_json",
@@ -41,7 +47,10 @@ class Decoded:
 
 @dataclass(frozen=True, slots=True)
 class CallbackEvent:
-    """A normalized event ready for publishing: ``data`` is the v1 event value."""
+    """A normalized event ready for publishing: ``data`` is the v1 event value.
+
+    ``recovered_by`` is set for events the reconciler built instead of a callback.
+    """
 
     event_id: str
     task_id: str
@@ -49,3 +58,4 @@ class CallbackEvent:
     stage: Stage
     received_at: datetime
     data: dict[str, Any] = field(repr=False)
+    recovered_by: RecoveredBy | None = None

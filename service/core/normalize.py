@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Any, Final
 
 import orjson
 
 from service.contracts.codec import SchemaCodec, SchemaError
-from service.core.kinds.base import CallbackKind, status_code
-from service.core.model import CallbackEvent, Decoded, Rejection, RejectReason, Stage
+from service.core.kinds.base import CallbackKind, Document, status_code
+from service.core.model import (
+    CallbackEvent,
+    Decoded,
+    RecoveredBy,
+    Rejection,
+    RejectReason,
+    Stage,
+)
 from service.core.timefmt import rfc3339
 
 # Real callbacks nest up to 7 levels deep (midi notes); 32 leaves room for undocumented
@@ -38,6 +46,14 @@ def event_id_for(task_id: str, stage: Stage, body: bytes) -> str:
     digest.update(b"\n")
     digest.update(body)
     return digest.hexdigest()[:32]
+
+
+def recovered_event_id(task_id: str, stage: Stage, recovered_by: RecoveredBy) -> str:
+    """The id of an event the reconciler recovered: one per task, stage and way, whatever
+    the provider's answer held (its URLs may be signed afresh for every request), so a
+    restarted reconciler that recovers the same stage again writes the same id. No
+    callback can have it: the basis ``recovered:<way>`` is not a JSON object."""
+    return event_id_for(task_id, stage, f"recovered:{recovered_by}".encode("ascii"))
 
 
 def decode(body: bytes, kind: CallbackKind) -> Decoded | Rejection:
@@ -74,7 +90,44 @@ def normalize(
     task_ref: str | None = None,
 ) -> CallbackEvent | Rejection:
     """Validate a decoded callback of ``kind`` and build its v1 event."""
-    document, task_id = decoded.document, decoded.task_id
+    return _event(decoded.document, decoded.task_id, kind=kind, received_at=received_at,
+                  codec=codec, provider_tz=provider_tz, task_ref=task_ref,
+                  event_id=lambda task_id, stage: event_id_for(task_id, stage, body),
+                  recovered_by=None)
+
+
+def normalize_recovered(
+    document: Document,
+    *,
+    kind: CallbackKind,
+    recovered_by: RecoveredBy,
+    received_at: datetime,
+    codec: SchemaCodec,
+    provider_tz: tzinfo,
+    task_ref: str | None = None,
+) -> CallbackEvent | Rejection:
+    """The v1 event of a callback the reconciler built (``service.core.recovery``): the
+    same validation, reader and shape as a received one, marked ``recovered_by``, with
+    the id of :func:`recovered_event_id`."""
+    return _event(document, kind.task_id(document), kind=kind, received_at=received_at,
+                  codec=codec, provider_tz=provider_tz, task_ref=task_ref,
+                  event_id=lambda task_id, stage: recovered_event_id(task_id, stage,
+                                                                    recovered_by),
+                  recovered_by=recovered_by)
+
+
+def _event(
+    document: Document,
+    task_id: str | None,
+    *,
+    kind: CallbackKind,
+    received_at: datetime,
+    codec: SchemaCodec,
+    provider_tz: tzinfo,
+    task_ref: str | None,
+    event_id: Callable[[str, Stage], str],
+    recovered_by: RecoveredBy | None,
+) -> CallbackEvent | Rejection:
     errors = codec.errors(kind.schema, document)
     if errors:
         return Rejection("schema_violation", tuple(errors), task_id)
@@ -83,9 +136,8 @@ def normalize(
     reading = kind.read(document, provider_tz)
     if isinstance(reading, Rejection):
         return dataclasses.replace(reading, task_id=task_id)
-    event_id = event_id_for(task_id, reading.stage, body)
     event: dict[str, Any] = {
-        "event_id": event_id,
+        "event_id": event_id(task_id, reading.stage),
         "task_id": task_id,
         "kind": kind.name,
         "stage": reading.stage,
@@ -100,7 +152,10 @@ def normalize(
     }
     if task_ref is not None:
         event["task_ref"] = task_ref
-    return CallbackEvent(event_id, task_id, kind.name, reading.stage, received_at, event)
+    if recovered_by is not None:
+        event["recovered_by"] = recovered_by
+    return CallbackEvent(event["event_id"], task_id, kind.name, reading.stage, received_at, event,
+                         recovered_by)
 
 
 def _depth_exceeds(document: object, limit: int) -> bool:

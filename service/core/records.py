@@ -11,7 +11,7 @@ import base64
 from datetime import datetime
 from typing import Any, Final
 
-from service.core.kinds.base import callback_route
+from service.core.kinds.base import callback_route, reconciler_source
 from service.core.model import CallbackEvent, Rejection
 from service.core.timefmt import rfc3339
 
@@ -42,8 +42,11 @@ def envelope_headers(
 
 
 def cloudevent_headers(event: CallbackEvent, *, dataschema: str) -> Headers:
-    """The envelope: ``ce_source`` is the kind's route, ``ce_type`` names kind and stage."""
-    return envelope_headers(ce_id=event.event_id, source=callback_route(event.kind),
+    """The envelope: ``ce_source`` is the kind's route (``/reconciler/<kind>`` for an
+    event the reconciler recovered), ``ce_type`` names kind and stage."""
+    source = (reconciler_source(event.kind) if event.recovered_by is not None
+              else callback_route(event.kind))
+    return envelope_headers(ce_id=event.event_id, source=source,
                             ce_type=event_type(event.kind, event.stage), time=event.received_at,
                             subject=event.task_id, dataschema=dataschema)
 

@@ -2,8 +2,11 @@
 
 An embedded Tansu broker on loopback (unless ``KAFKA_BOOTSTRAP_SERVERS`` names a
 cluster to use instead), the project's topics, then the gateway, the archiver
-and the metrics consumer as child processes, each on its own admin port. It
-prints a working ``curl`` example and stops everything on Ctrl-C or SIGTERM.
+and the metrics consumer as child processes, each on its own admin port, and the
+reconciler too when ``PROVIDER_API_KEY`` (or ``PROVIDER_API_KEY_FILE``) is set: it
+needs the provider's API (``PROVIDER_API_BASE_URL``), which a local stack does not
+otherwise talk to. It prints a working ``curl`` example and stops everything on
+Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ def _children(env: Env) -> list[Child]:
         Child("metrics", "service.consumers.metrics.main",
               env.port("DEV_METRICS_ADMIN_PORT", 8083)),
     ]
+    if env.raw("PROVIDER_API_KEY") is not None or env.raw("PROVIDER_API_KEY_FILE") is not None:
+        candidates.append(Child("reconciler", "service.consumers.reconciler.main",
+                                env.port("DEV_RECONCILER_ADMIN_PORT", 8084)))
     return [child for child in candidates if importlib.util.find_spec(child.module) is not None]
 
 
@@ -148,6 +154,9 @@ def _print_banner(http_port: int, processes: list[tuple[Child, subprocess.Popen[
         f"       --data-binary @{example / 'documented-complete.json'}",
         "",
     ]
+    if any(child.name == "reconciler" for child, _ in processes):
+        lines.append(f"Tasks for the reconciler: POST http://127.0.0.1:{http_port}/tasks "
+                     'with {"task_id": ..., "kind": ...}.')
     if auth_none:
         lines.append("AUTH_MODE=none: callbacks are not verified (local use only).")
     lines.append("Ctrl-C stops everything.")

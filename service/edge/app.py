@@ -4,8 +4,9 @@ Typed ``web.AppKey``s hold the clients; each client has one ``cleanup_ctx``
 that starts it and, on shutdown, flushes and closes it. Every registered callback
 kind gets its route, ``POST /callbacks/<kind>``, whose one-line handler runs the one
 pipeline (read, decode, verify, normalize, publish); any other path is a 404 that
-publishes nothing. The spool's cleanup, registered
-after the producer's, runs first: its forwarder stops before the producer.
+publishes nothing. The spool's cleanup, registered after the producer's, runs first:
+its forwarder stops before the producer. ``POST /tasks`` takes submitted tasks for the
+reconciler, behind the same guard (``service.edge.tasks``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from service.edge.guard import Guard, make_guard_middleware
 from service.edge.http import Handler, make_request_middleware, read_body
 from service.edge.ingest import CallbackIngest
 from service.edge.metrics import GatewayMetrics
+from service.edge.tasks import ROUTE as TASKS_ROUTE
+from service.edge.tasks import TaskIntake, read_task, task_id_of
 from service.kafka.durable import DurablePublisher
 from service.kafka.producer import KafkaPublisher, ProducerOptions
 from service.observability.tracing import start_or_continue
@@ -43,6 +46,7 @@ METRICS_KEY: Final = web.AppKey("metrics", GatewayMetrics)
 GUARD_KEY: Final = web.AppKey("guard", Guard)
 DURABLE_KEY: Final = web.AppKey("durable", DurablePublisher)
 FORWARDER_KEY: Final = web.AppKey("forwarder", Forwarder)
+TASKS_KEY: Final = web.AppKey("tasks", TaskIntake)
 
 
 async def receive_callback(request: web.Request, kind: CallbackKind) -> web.Response:
@@ -60,6 +64,21 @@ async def receive_callback(request: web.Request, kind: CallbackKind) -> web.Resp
     outcome = await request.app[INGEST_KEY].accept(
         kind, body, decoded, content_type=request.content_type,
         task_ref=verified.task_ref, traceparent=traceparent)
+    return web.json_response(outcome.body, status=outcome.status, headers=outcome.headers)
+
+
+async def receive_task(request: web.Request) -> web.Response:
+    """``POST /tasks``: verified like a callback, then put on the tasks topic."""
+    config = request.app[CONFIG_KEY]
+    body = await read_body(request, config.max_body_bytes,
+                           config.security.body_read_timeout_seconds)
+    task = read_task(body, request.app[TASKS_KEY].codec)
+    verified = request.app[GUARD_KEY].verify(request, body, task_id_of(task))
+    traceparent, trace_id = start_or_continue(request.headers.get("traceparent"),
+                                              request.headers.get("tracestate"))
+    structlog.contextvars.bind_contextvars(trace_id=trace_id)
+    outcome = await request.app[TASKS_KEY].accept(task, task_ref=verified.task_ref,
+                                                  traceparent=traceparent)
     return web.json_response(outcome.body, status=outcome.status, headers=outcome.headers)
 
 
@@ -136,11 +155,14 @@ def create_app(
         broker_budget=config.spool.after_seconds,
         largest_record_bytes=config.spool.largest_record_bytes,
     )
+    codec = codec or SchemaCodec.load()
     app[INGEST_KEY] = CallbackIngest(
-        config=config, codec=codec or SchemaCodec.load(), publisher=durable, metrics=metrics,
+        config=config, codec=codec, publisher=durable, metrics=metrics,
     )
+    app[TASKS_KEY] = TaskIntake(config=config, codec=codec, publisher=publisher, metrics=metrics)
     app.cleanup_ctx.append(_publisher_ctx)
     app.cleanup_ctx.append(_spool_ctx)
     for kind in KINDS:
         app.router.add_post(kind.route, callback_handler(kind))
+    app.router.add_post(TASKS_ROUTE, receive_task)
     return app

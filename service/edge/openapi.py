@@ -2,9 +2,10 @@
 
 ``schemas/gateway.openapi.json`` is committed, so readers need no Python. Its shared
 parts are written by hand: the parameters (``components.parameters``), the answers
-(``components.responses``) and the admin paths. One ``POST /callbacks/<kind>`` per
-registered kind and the inbound request schemas (``components.schemas.provider.*``,
-copied from ``schemas/``) are derived here. A test fails when the committed document
+(``components.responses``), ``POST /tasks`` and the admin paths. One
+``POST /callbacks/<kind>`` per registered kind and the request schemas (the inbound
+``components.schemas.provider.*`` and ``music.tasks.submitted.v1``, copied from
+``schemas/``) are derived here. A test fails when the committed document
 differs from ``with_kinds(committed)``; to refresh it after adding a kind, run
 
     python -m service.edge.openapi
@@ -20,13 +21,15 @@ from typing import Any, Final
 
 import orjson
 
-from service.contracts.codec import SCHEMAS_DIR
+from service.contracts.codec import SCHEMAS_DIR, TASKS_V1
 from service.core.kinds import KINDS, CallbackKind
 from service.core.kinds.base import ROUTE_PREFIX
 
 # The generator rewrites the committed document in the checkout (a development tool).
 DOCUMENT: Final = Path(__file__).resolve().parents[2] / "schemas" / "gateway.openapi.json"
 INBOUND_PREFIX: Final = "provider."
+#: Request bodies that are not callbacks, copied from ``schemas/`` like the inbound ones.
+OTHER_REQUEST_SCHEMAS: Final = (TASKS_V1,)
 # Every callback route answers the same way: status → components.responses entry.
 RESPONSES: Final = {
     "200": "Received", "400": "Rejected", "401": "Unauthorized", "403": "SourceNotAllowed",
@@ -55,10 +58,14 @@ def with_kinds(document: JsonObject, kinds: Iterable[CallbackKind],
                    if not path.startswith(ROUTE_PREFIX)}
     result["paths"] = {**{kind.route: _path_item(kind, result) for kind in kinds},
                        **other_paths}
+    derived = (INBOUND_PREFIX, *OTHER_REQUEST_SCHEMAS)
     schemas: JsonObject = {name: schema for name, schema in result["components"]["schemas"].items()
-                           if not name.startswith(INBOUND_PREFIX)}
+                           if not name.startswith(derived)}
     for name in sorted({kind.schema for kind in kinds}):
         schemas.update(_components_of(name, inbound_schemas[name]))
+    for name in OTHER_REQUEST_SCHEMAS:
+        if name in inbound_schemas:
+            schemas.update(_components_of(name, inbound_schemas[name]))
     result["components"]["schemas"] = schemas
     return result
 
@@ -99,9 +106,13 @@ def _components_of(name: str, schema: JsonObject) -> JsonObject:
 
 
 def load_inbound_schemas(directory: Traversable = SCHEMAS_DIR) -> dict[str, JsonObject]:
+    """The inbound callback schemas and the other request schemas, by name."""
+    entries = [*sorted((entry for entry in directory.iterdir()
+                        if entry.name.startswith(INBOUND_PREFIX)
+                        and entry.name.endswith(".schema.json")), key=lambda e: e.name),
+               *(directory / f"{name}.schema.json" for name in OTHER_REQUEST_SCHEMAS)]
     return {entry.name.removesuffix(".schema.json"): orjson.loads(entry.read_bytes())
-            for entry in sorted(directory.iterdir(), key=lambda e: e.name)
-            if entry.name.startswith(INBOUND_PREFIX) and entry.name.endswith(".schema.json")}
+            for entry in entries}
 
 
 def render(document: JsonObject) -> bytes:

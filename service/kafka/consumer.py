@@ -95,6 +95,22 @@ class OffsetTracker:
             self.committable.pop(tp, None)
 
 
+async def start_with_retry(consumer: AIOKafkaConsumer, stop: Callable[[], bool]) -> bool:
+    """Start ``consumer``, retrying with backoff while the broker is unreachable; False
+    when ``stop()`` came first."""
+    delay = 0.5
+    while not stop():
+        try:
+            await consumer.start()
+        except (KafkaError, OSError) as exc:
+            log.warning("kafka_connect_failed", error=type(exc).__name__, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        return True
+    return False
+
+
 class ProcessingCrashedError(RuntimeError):
     """A processor raised unexpectedly; the process should exit non-zero and restart."""
 
@@ -214,18 +230,9 @@ class StreamConsumer:
             raise ProcessingCrashedError from self._fatal
 
     async def _start_with_retry(self, consumer: AIOKafkaConsumer, stop: Callable[[], bool]) -> None:
-        delay = 0.5
-        while not stop():
-            try:
-                await consumer.start()
-            except (KafkaError, OSError) as exc:
-                log.warning("kafka_connect_failed", error=type(exc).__name__, retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
+        if await start_with_retry(consumer, stop):
             log.info("consumer_started", group=self.options.group_id,
                      topics=list(self.options.topics))
-            return
 
     def _submit(self, tp: TopicPartition, record: Record) -> None:
         self.tracker.started(tp, record.offset)

@@ -39,6 +39,7 @@ def project_topics(env: Env) -> list[TopicSpec]:
         TopicSpec(topics.rejected, partitions, replication, dict(big)),
         TopicSpec(topics.archived, partitions, replication, small),
         TopicSpec(topics.archive_failed, partitions, replication, small),
+        TopicSpec(topics.tasks, partitions, replication, small),
     ]
 
 

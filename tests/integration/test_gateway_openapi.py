@@ -1,5 +1,5 @@
 """schemathesis against the live gateway and the real broker, on a route of every provider
-shape: no 500, every answer documented."""
+shape and on POST /tasks: no 500, every answer documented."""
 
 from __future__ import annotations
 
@@ -74,4 +74,11 @@ def test_gateway_conforms_to_its_openapi_document(case: Case[Any], live_gateway:
 def test_every_other_callback_shape_conforms_to_the_document(
     case: Case[Any], live_gateway: str,
 ) -> None:
+    call_and_validate(case, live_gateway)
+
+
+@pytest.mark.kafka
+@DOCUMENT.include(path="/tasks").parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_post_tasks_conforms_to_the_document(case: Case[Any], live_gateway: str) -> None:
     call_and_validate(case, live_gateway)

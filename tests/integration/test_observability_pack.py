@@ -1,8 +1,8 @@
 """The observability pack in ``deploy/``: well-formed, and only names the services export.
 
 The metric names are read from the ``/metrics`` of the running processes
-(``python -m service gateway`` and ``python -m service metrics``, and the
-archiver when it exists), so a renamed metric fails here, not in production.
+(``python -m service gateway`` and ``python -m service metrics``, the archiver and
+the reconciler), so a renamed metric fails here, not in production.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ EXPECTED_ALERTS = {
     "MusicNoCallbacks", "MusicArchiverConsumerLagHigh", "MusicMetricsConsumerLagHigh",
     "MusicArchiveDeadLetterRateHigh", "MusicGatewayDown", "MusicArchiverDown",
     "MusicMetricsConsumerDown", "MusicTargetDown", "MusicGatewaySpoolNotDraining",
-    "MusicGatewaySpoolFilling",
+    "MusicGatewaySpoolFilling", "MusicTasksRecoveredByPolling",
+    "MusicReconcilerProviderRefusing",
 }
 # What the dashboard must show (issue 4), as metrics its panels must query.
 DASHBOARD_COVERAGE = {
@@ -50,7 +51,9 @@ DASHBOARD_COVERAGE = {
     "archive failures": "music_archive_dead_letters_total",
     "task completion times": "music_task_phase_seconds_bucket",
 }
-PREFIXES = ("gateway_", "music_", "metrics_", "archiver_")
+PREFIXES = ("gateway_", "music_", "metrics_", "archiver_", "reconciler_")
+# Checked against their own process by the tests below, not against the gateway's.
+OWN_PROCESS_PREFIXES = ("archiver_", "reconciler_")
 # Written by Prometheus itself for every scrape, not exported by a service.
 SCRAPE_METRICS = frozenset({"up"})
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
@@ -260,7 +263,7 @@ def test_dashboard_and_rules_reference_only_metrics_the_gateway_and_metrics_cons
 ) -> None:
     known = exported | recorded_names()
     ours = {name: where for name, where in referenced_names().items()
-            if not name.startswith("archiver_") and name not in SCRAPE_METRICS}
+            if not name.startswith(OWN_PROCESS_PREFIXES) and name not in SCRAPE_METRICS}
     unknown = {name: sorted(where) for name, where in ours.items() if name not in known}
     assert not unknown, f"not exported by the running services: {unknown}"
     assert len(ours) > 20  # the check really saw the pack
@@ -304,3 +307,22 @@ def test_the_pack_selects_by_kind_and_covers_every_callback_route() -> None:
     [dead_letters] = [rule["expr"] for group in rules_file()["groups"] for rule in group["rules"]
                       if rule.get("alert") == "MusicArchiveDeadLetterRateHigh"]
     assert "sum by (kind)" in dead_letters
+
+
+@pytest.mark.kafka
+def test_reconciler_metric_names_in_the_pack_are_exported_by_the_reconciler(
+    services_env: dict[str, str], tmp_path: Path,
+) -> None:
+    admin_port = free_port()
+    env = {**services_env, "ADMIN_PORT": str(admin_port),
+           # no task is submitted: nothing is ever sent to this loopback port
+           "PROVIDER_API_BASE_URL": f"http://127.0.0.1:{free_port()}",
+           "PROVIDER_API_KEY": "pack-test-key-not-a-secret"}
+    with ServiceProcess(["reconciler"], env, tmp_path) as reconciler:
+        reconciler.wait_ready(admin_port)
+        exported = exported_names(admin_port)
+    wanted = {name: where for name, where in referenced_names().items()
+              if name.startswith("reconciler_")}
+    assert wanted  # the pack does watch the reconciler
+    unknown = {name: sorted(where) for name, where in wanted.items() if name not in exported}
+    assert not unknown, f"not exported by the running reconciler: {unknown}"

@@ -12,7 +12,8 @@ import yaml
 from service.config.shared import TopicNames
 from service.contracts.codec import EVENT_V1, SCHEMAS_DIR, SchemaCodec
 from service.core.kinds import KINDS
-from service.core.model import STAGES, CallbackEvent
+from service.core.kinds.base import reconciler_source
+from service.core.model import RECOVERED_BY, STAGES, CallbackEvent
 from service.core.records import cloudevent_headers
 
 
@@ -25,7 +26,7 @@ def test_every_default_topic_is_a_channel() -> None:
     addresses = {channel["address"] for channel in load()["channels"].values()}
     defaults = TopicNames()
     assert addresses == {defaults.events, defaults.rejected, defaults.archived,
-                         defaults.archive_failed}
+                         defaults.archive_failed, defaults.tasks}
 
 
 def test_every_payload_reference_is_a_schema_of_the_codec() -> None:
@@ -34,7 +35,13 @@ def test_every_payload_reference_is_a_schema_of_the_codec() -> None:
             for message in load()["components"]["messages"].values()]
     names = {ref.removeprefix("./").removesuffix(".schema.json") for ref in refs}
     assert names <= set(codec.names())
-    assert len(names) == 4
+    assert len(names) == 5
+
+
+def test_task_dataschema_header_matches_the_schema_id() -> None:
+    headers = load()["components"]["messages"]["submittedTask"]["headers"]["properties"]
+    assert headers["ce_dataschema"]["const"] == SchemaCodec.load().schema_id(
+        "music.tasks.submitted.v1")
 
 
 def test_event_dataschema_header_matches_the_schema_id() -> None:
@@ -44,7 +51,8 @@ def test_event_dataschema_header_matches_the_schema_id() -> None:
 
 def test_event_headers_name_exactly_the_registered_kinds() -> None:
     headers = load()["components"]["messages"]["callbackEvent"]["headers"]["properties"]
-    assert headers["ce_source"]["enum"] == [kind.route for kind in KINDS]
+    assert headers["ce_source"]["enum"] == [kind.route for kind in KINDS] + [
+        reconciler_source(kind.name) for kind in KINDS]
     assert headers["ce_type"]["pattern"].count("|") == len(KINDS) - 1 + len(STAGES) - 1
 
 
@@ -54,10 +62,12 @@ def test_the_headers_of_every_kind_and_stage_match_the_document() -> None:
     dataschema = SchemaCodec.load().schema_id(EVENT_V1)
     for kind in KINDS:
         for stage in STAGES:
-            event = CallbackEvent("0" * 32, "t", kind.name, stage, datetime.now(UTC), {})
-            headers = {name: value.decode() for name, value
-                       in cloudevent_headers(event, dataschema=dataschema)}
-            assert validator.is_valid(headers), headers
+            for recovered_by in (None, *RECOVERED_BY):
+                event = CallbackEvent("0" * 32, "t", kind.name, stage, datetime.now(UTC), {},
+                                      recovered_by)
+                headers = {name: value.decode() for name, value
+                           in cloudevent_headers(event, dataschema=dataschema)}
+                assert validator.is_valid(headers), headers
     unknown = CallbackEvent("0" * 32, "t", "extend", "complete", datetime.now(UTC), {})
     headers = {name: value.decode() for name, value
                in cloudevent_headers(unknown, dataschema=dataschema)}

@@ -74,3 +74,15 @@ def test_generation_replaces_a_removed_kind_and_keeps_the_hand_written_parts() -
         "provider.track-callback.v1", "provider.track-callback.v1.nullableString",
         "provider.track-callback.v1.track"]
     assert document["components"]["responses"] == committed()["components"]["responses"]
+
+
+def test_post_tasks_is_documented_with_the_tasks_schema() -> None:
+    document = committed()
+    operation = document["paths"]["/tasks"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/music.tasks.submitted.v1"}
+    assert set(operation["responses"]) == {"200", "400", "401", "403", "408", "413", "429",
+                                           "503"}
+    schema = load_inbound_schemas()["music.tasks.submitted.v1"]
+    component = document["components"]["schemas"]["music.tasks.submitted.v1"]
+    assert component["properties"] == schema["properties"]

@@ -5,19 +5,26 @@ callbacks must satisfy, the places its task id may be found, and a reader that t
 a valid callback into a ``Reading``: the stage and the kind-specific parts of the
 event (tracks, files, lyrics, midi). The pipeline in ``service.core.normalize`` does
 the rest the same way for every kind.
+
+A kind may also say how the reconciler asks the provider about a task whose callbacks
+never came (``RecordInfo``): the record-info endpoint of the kind and a pure mapping
+from its answer to the callback the provider would have sent, which then goes through
+the kind's own reader and the same pipeline (``service.core.recovery``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import UTC, tzinfo
 from typing import Any, Final
 
 from service.contracts.codec import SchemaError
 from service.core.model import Rejection, Stage
 
 ROUTE_PREFIX: Final = "/callbacks/"
+#: ``ce_source`` of the events the reconciler recovers by polling: ``/reconciler/<kind>``.
+RECONCILER_SOURCE_PREFIX: Final = "/reconciler/"
 MAX_TASK_ID_CHARS: Final = 256
 
 # A place in the document, as the keys leading to it from the root.
@@ -64,6 +71,33 @@ def callback_route(kind_name: str) -> str:
     return ROUTE_PREFIX + kind_name
 
 
+def reconciler_source(kind_name: str) -> str:
+    """``/reconciler/<kind>``: the ``ce_source`` of the events the reconciler recovers."""
+    return RECONCILER_SOURCE_PREFIX + kind_name
+
+
+#: The ``data`` fields of the callback a successful record-info answer stands for at a
+#: stage (track family: ``callbackType`` and the tracks in snake_case; one-shot kinds:
+#: the result fields), from the answer's ``data``; the task id is added by the caller.
+SuccessData = Callable[[Document, Stage], Document]
+#: The stage the result in a record-info answer's ``data`` shows by itself (``complete``
+#: when every file is there), None when it holds no result: how an answer whose status
+#: does not say (``CALLBACK_EXCEPTION``: generated, but the callback failed) is read.
+ResultStage = Callable[[Document], Stage | None]
+
+ONE_SHOT_STAGES: Final[tuple[Stage, ...]] = ("complete", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInfo:
+    """How the reconciler asks the provider about a task of this kind (pure mapping)."""
+
+    path: str  # e.g. /api/v1/wav/record-info, queried with ?taskId=<task id>
+    success_data: SuccessData
+    result_stage: ResultStage
+    stages: tuple[Stage, ...] = ONE_SHOT_STAGES  # what the kind's callbacks can report
+
+
 @dataclass(frozen=True, slots=True)
 class CallbackKind:
     name: str
@@ -71,6 +105,7 @@ class CallbackKind:
     read: Reader
     summary: str  # what the kind is, for the OpenAPI document
     task_id_places: tuple[Place, ...] = TASK_ID_IN_DATA
+    record_info: RecordInfo | None = None  # None: the reconciler cannot recover this kind
 
     @property
     def route(self) -> str:
@@ -198,3 +233,40 @@ def one_url_reader(role: str, field_name: str) -> Reader:
         return one_shot(document, files, has_result=bool(files))
 
     return read
+
+
+# ---- record-info answers (the reconciler) ----------------------------------------------
+
+def record_result(data: Document) -> Document:
+    """Where a record-info answer keeps the task's result: ``data.response`` (every
+    documented endpoint); a mirror that puts the fields in ``data`` itself is read there."""
+    response = data.get("response")
+    return response if isinstance(response, dict) else data
+
+
+def picked(mapping: Document, *names: str) -> Document:
+    """The entries of ``mapping`` named ``names`` that are there (spellings kept as sent)."""
+    return {name: mapping[name] for name in names if name in mapping}
+
+
+def one_shot_record_info(path: str, read: Reader,
+                         result: Callable[[Document], Document]) -> RecordInfo:
+    """The ``RecordInfo`` of a one-shot kind whose callback ``data`` is ``result(answer
+    data)``: the result is there when the kind's own reader calls such a callback
+    ``complete``."""
+    def success_data(data: Document, _stage: Stage) -> Document:
+        return result(data)
+
+    def result_stage(data: Document) -> Stage | None:
+        reading = read({"code": 200, "data": result(data)}, UTC)
+        return "complete" if isinstance(reading, Reading) and reading.stage == "complete" \
+            else None
+
+    return RecordInfo(path, success_data, result_stage)
+
+
+def one_url_record_info(path: str, read: Reader, field_name: str) -> RecordInfo:
+    """A one-shot kind whose record-info result is one URL, ``<field_name>`` in either
+    spelling (the wav endpoint answers ``audio_wav_url``, the mp4 one ``videoUrl``)."""
+    return one_shot_record_info(
+        path, read, lambda data: picked(record_result(data), field_name, camel_case(field_name)))

@@ -1,6 +1,8 @@
 """cover-image: cover images generated for a music task, one ``image`` file per URL.
 
 ``{code, msg, data: {taskId, images: [url, ...]}}``; ``images`` is null on failure.
+Record-info (``/api/v1/suno/cover/record-info``): ``data.successFlag`` (``1`` or
+``SUCCESS``) and ``data.response.images``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from service.core.kinds.base import (
     distinct_present,
     file_entry,
     one_shot,
+    one_shot_record_info,
+    picked,
+    record_result,
 )
 from service.core.model import Rejection
 
@@ -30,4 +35,6 @@ def read_cover_images(document: Document, _provider_tz: tzinfo) -> Reading | Rej
 KIND: Final = CallbackKind(
     name="cover-image", schema="provider.cover-image-callback.v1", read=read_cover_images,
     summary="cover-image generation",
+    record_info=one_shot_record_info("/api/v1/suno/cover/record-info", read_cover_images,
+                                     lambda data: picked(record_result(data), "images")),
 )

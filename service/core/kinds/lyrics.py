@@ -2,6 +2,8 @@
 
 ``{code, msg, data: {callbackType, taskId, data: [{text, title, status, errorMessage}]}}``
 (a mirror: ``task_id`` and ``error_message``); ``data.data`` is null on failure.
+Record-info (``/api/v1/lyrics/record-info``): ``data.status`` and the variants in
+``data.response.lyricsData`` (one mirror: ``data.response.data``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from service.core.kinds.base import (
     Reading,
     data_object,
     one_shot,
+    one_shot_record_info,
     present_in_either_spelling,
+    record_result,
     text_or_none,
 )
 from service.core.model import Rejection
@@ -34,7 +38,17 @@ def read_lyrics(document: Document, _provider_tz: tzinfo) -> Reading | Rejection
     return one_shot(document, [], has_result=bool(lyrics), extra={"lyrics": lyrics})
 
 
+def record_lyrics(data: Document) -> Document:
+    """The callback ``data`` of a record-info answer: its variants as ``data``."""
+    result = record_result(data)
+    for name in ("lyricsData", "lyrics_data", "data"):
+        if isinstance(result.get(name), list):
+            return {"data": result[name]}
+    return {}
+
+
 KIND: Final = CallbackKind(
     name="lyrics", schema="provider.lyrics-callback.v1", read=read_lyrics,
     summary="lyrics generation",
+    record_info=one_shot_record_info("/api/v1/lyrics/record-info", read_lyrics, record_lyrics),
 )

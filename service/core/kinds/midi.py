@@ -6,6 +6,8 @@ Note values come as numbers or numeric strings and are written as numbers. A not
 with a value that is not a finite number is left out (the callback keeps it in
 ``raw``): a reader of ``midi`` can rely on four numbers per note. ``data.state`` is
 kept in ``raw`` only; the stage comes from the code and the presence of instruments.
+Record-info (``/api/v1/midi/record-info``): ``data.successFlag`` (0 pending, 1 success,
+2 and 3 failed) and the notes in ``data.midiData`` (``state``, ``instruments``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from service.core.kinds.base import (
     Document,
     Reading,
     one_shot,
+    one_shot_record_info,
+    picked,
+    record_result,
     text_or_none,
 )
 from service.core.model import Rejection
@@ -79,8 +84,19 @@ def note_number(value: object) -> int | float | None:
     return int(number) if number.is_integer() and abs(number) <= _MAX_EXACT_INTEGER else number
 
 
+def record_midi(data: Document) -> Document:
+    """The callback ``data`` of a record-info answer: ``state`` and ``instruments`` of its
+    ``midiData`` (in ``data`` as documented, or in ``data.response``)."""
+    for holder in (data, record_result(data)):
+        for name in ("midiData", "midi_data"):
+            if isinstance(holder.get(name), dict):
+                return picked(holder[name], "state", "instruments")
+    return {}
+
+
 KIND: Final = CallbackKind(
     name="midi", schema="provider.midi-callback.v1", read=read_midi,
     summary="MIDI transcription",
     task_id_places=(TOP_TASK_ID, DATA_TASK_ID_CAMEL, DATA_TASK_ID),
+    record_info=one_shot_record_info("/api/v1/midi/record-info", read_midi, record_midi),
 )

@@ -3,6 +3,10 @@
 ``{code, msg, data: {callbackType, task_id, data: [track, ...]}}``, called back at
 ``text``, ``first``, ``complete`` and ``error``. Each track becomes an entry of
 ``tracks[]`` and yields up to two files: ``audio`` and ``cover``.
+
+Record-info (``/api/v1/generate/record-info`` for all nine kinds): ``data.status`` and
+the tracks in ``data.response.sunoData[]`` in camelCase (``audioUrl``, ``modelName``,
+...), written back in the callback's snake_case so the one reader reads both.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ from service.core.kinds.base import (
     Document,
     FileEntry,
     Reading,
+    RecordInfo,
     callback_type_stage,
+    camel_case,
     distinct_present,
     file_entry,
     present,
+    record_result,
     status_code,
 )
-from service.core.model import Rejection, Stage
+from service.core.model import STAGES, Rejection, Stage
 from service.core.timefmt import parse_create_time
 
 SCHEMA: Final = "provider.track-callback.v1"
@@ -103,8 +110,57 @@ def _duration(value: object) -> float | int | None:
     return value
 
 
+# ---- record-info: the same tracks, in camelCase ------------------------------------------
+
+# audioUrl → audio_url, ..., modelName → model_name; createTime is camelCase in both.
+_SNAKE_OF: Final = {camel_case(name): name for name in (*_URL_FIELDS, "model_name")}
+
+
+def snake_track(item: Document) -> Document:
+    """A record-info track as a callback spells it; fields it does not know are kept.
+    When both spellings come, the first non-blank one wins."""
+    track: Document = {}
+    for key, value in item.items():
+        name = _SNAKE_OF.get(key, key)
+        if name not in track or present(track[name]) is None:
+            track[name] = value
+    return track
+
+
+def record_tracks(data: Document) -> list[Document]:
+    """The tracks of a record-info answer's ``data``: ``response.sunoData`` (a mirror:
+    ``suno_data`` or ``data``), in snake_case."""
+    result = record_result(data)
+    for name in ("sunoData", "suno_data", "data"):
+        items = result.get(name)
+        if isinstance(items, list):
+            return [snake_track(item) for item in items if isinstance(item, dict)]
+    return []
+
+
+def record_success_data(data: Document, stage: Stage) -> Document:
+    return {"callbackType": stage, "data": record_tracks(data)}
+
+
+def record_result_stage(data: Document) -> Stage | None:
+    """``complete`` when every track has its audio, ``first`` when some have, ``text``
+    when tracks are listed without audio; None without tracks."""
+    tracks = [track for track in record_tracks(data) if present(track.get("id"))]
+    if not tracks:
+        return None
+    ready = sum(1 for track in tracks if present(track.get("audio_url")))
+    if ready == len(tracks):
+        return "complete"
+    return "first" if ready else "text"
+
+
+RECORD_INFO: Final = RecordInfo("/api/v1/generate/record-info", record_success_data,
+                                record_result_stage, stages=STAGES)
+
+
 def _kind(name: str, summary: str) -> CallbackKind:
-    return CallbackKind(name=name, schema=SCHEMA, read=read_tracks, summary=summary)
+    return CallbackKind(name=name, schema=SCHEMA, read=read_tracks, summary=summary,
+                        record_info=RECORD_INFO)
 
 
 KINDS: Final = (

@@ -4,6 +4,10 @@
 (a mirror: ``vocal_separation_info``), null on failure. ``separate_vocal`` gives
 origin, vocal and instrumental; ``split_stem`` gives origin and twelve stems.
 ``origin_url`` is often ``""`` and then left out.
+
+Record-info (``/api/v1/vocal-removal/record-info``): ``data.successFlag`` and the stems
+in ``data.response`` in camelCase (``vocalUrl``, ``backingVocalsUrl``, ...), which the
+reader already accepts; stems we have no role for (``pianoUrl``) stay in ``raw`` only.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from service.core.kinds.base import (
     data_object,
     file_entry,
     one_shot,
+    one_shot_record_info,
+    picked,
     present_in_either_spelling,
+    record_result,
 )
 from service.core.model import Rejection
 
@@ -44,7 +51,16 @@ def read_vocal_separation(document: Document, _provider_tz: tzinfo) -> Reading |
     return one_shot(document, files, has_result=separated)
 
 
+def record_stems(data: Document) -> Document:
+    """The callback ``data`` of a record-info answer: its stems as ``vocal_removal_info``
+    (a mirror that already nests them under either name is taken as it is)."""
+    result = record_result(data)
+    return picked(result, *_INFO_FIELDS) or {"vocal_removal_info": result}
+
+
 KIND: Final = CallbackKind(
     name="vocal-separation", schema="provider.vocal-separation-callback.v1",
     read=read_vocal_separation, summary="vocal separation and stem splitting",
+    record_info=one_shot_record_info("/api/v1/vocal-removal/record-info",
+                                     read_vocal_separation, record_stems),
 )

@@ -1,0 +1,105 @@
+"""``python -m service reconciler``: the reconciler and its admin port in one process.
+
+Start-up: the producer connects in the background; the reconciler rebuilds its state
+from the topics and then polls (``/readyz`` answers 503 ``rebuilding_state`` until
+then). Shutdown (SIGTERM/SIGINT): no new poll starts, running ones get
+``SHUTDOWN_TIMEOUT_SECONDS``, the consumer closes, the producer is flushed. A bug that
+stops the reconciler ends the process with exit code 1 so the orchestrator restarts it;
+the state is rebuilt from the topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import structlog
+from prometheus_client import CollectorRegistry
+
+from service.config.kafka import max_record_bytes
+from service.config.reconciler import ReconcilerConfig
+from service.consumers.reconciler.metrics import ReconcilerMetrics
+from service.consumers.reconciler.provider import RecordInfoClient
+from service.consumers.reconciler.reconciler import Reconciler
+from service.contracts.codec import SchemaCodec
+from service.kafka.producer import KafkaPublisher, ProducerOptions
+from service.observability.admin import create_admin_app
+from service.runtime import Listener, ShutdownFlag, serve
+
+log = structlog.get_logger(__name__)
+
+
+def build_publisher(config: ReconcilerConfig) -> KafkaPublisher:
+    return KafkaPublisher(config.kafka, ProducerOptions(
+        enable_idempotence=config.enable_idempotence,
+        compression_type=config.compression_type,
+        max_request_size=max_record_bytes(config.max_answer_bytes),
+    ))
+
+
+def provider_session(config: ReconcilerConfig) -> aiohttp.ClientSession:
+    """Environment proxies ignored, no cookies kept; call it inside the running loop."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=config.request_timeout_seconds),
+        trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
+        connector=aiohttp.TCPConnector(limit=config.max_concurrency))
+
+
+def build_reconciler(config: ReconcilerConfig, *, registry: CollectorRegistry,
+                     session: aiohttp.ClientSession, publisher: KafkaPublisher,
+                     ) -> Reconciler:
+    codec = SchemaCodec.load()
+    client = RecordInfoClient(session, base_url=config.provider_base_url,
+                              api_key=config.provider_api_key,
+                              max_answer_bytes=config.max_answer_bytes, codec=codec)
+    return Reconciler(config, publisher=publisher, client=client, codec=codec,
+                      metrics=ReconcilerMetrics(registry))
+
+
+async def run_reconciler(config: ReconcilerConfig) -> int:
+    """Serve the admin port and reconcile until SIGTERM/SIGINT; 1 after a crash."""
+    log.info("reconciler_starting", provider=config.provider_base_url,
+             tasks_topic=config.topics.tasks, events_topic=config.topics.events,
+             after_s=config.after_seconds, interval_s=config.poll_interval_seconds,
+             horizon_s=config.horizon_seconds, budget_per_s=config.max_requests_per_second,
+             max_open_tasks=config.max_open_tasks)
+    registry = CollectorRegistry()
+    publisher = build_publisher(config)
+    shutdown = ShutdownFlag()
+    shutdown.install()
+    await publisher.start()
+    session = provider_session(config)
+    reconciler = build_reconciler(config, registry=registry, session=session,
+                                  publisher=publisher)
+    running: asyncio.Task[None] | None = None
+
+    async def readiness() -> str | None:
+        if shutdown.is_set:
+            return "shutting_down"
+        return await reconciler.check()
+
+    async def start() -> None:
+        nonlocal running
+        running = asyncio.create_task(reconciler.run(lambda: shutdown.is_set))
+        # If the reconciler stops on its own (a crash), stop serving too.
+        running.add_done_callback(lambda _: shutdown.event.set())
+
+    crashed = False
+    try:
+        await serve(
+            [Listener(create_admin_app(registry, readiness), config.admin_host,
+                      config.admin_port, "admin")],
+            shutdown=shutdown, shutdown_timeout=config.shutdown_timeout_seconds,
+            on_started=start,
+        )
+    finally:
+        shutdown.event.set()
+        if running is not None:
+            try:
+                await running
+            except Exception:
+                log.exception("reconciler_crashed")
+                crashed = True
+        await session.close()
+        await publisher.stop()
+    return 1 if crashed else 0
