@@ -15,7 +15,10 @@ _PROVIDER_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 def rfc3339(moment: datetime) -> str:
     """``2025-01-01T00:00:00.123456Z``: UTC, microseconds only when non-zero."""
     utc = moment.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    # Formatted by hand: strftime("%Y") does not pad years before 1000 (RFC 3339 needs
+    # four digits), and this is on every request's path.
+    text = (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}"
+            f"T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}")
     if utc.microsecond:
         text += f".{utc.microsecond:06d}"
     return text + "Z"

@@ -451,6 +451,7 @@ def test_kafka_user_acls_allow_what_each_process_does_and_no_more(overlay: str) 
         ("topic", topics.rejected): {"Describe", "Write"},  # gateway
         ("topic", topics.archived): {"Describe", "Write", "Read"},  # archiver; metrics
         ("topic", topics.archive_failed): {"Describe", "Write", "Read"},  # archiver; metrics
+        ("topic", topics.tasks): {"Describe", "Write", "Read"},  # gateway POST /tasks; reconciler
         ("group", "music-archiver"): {"Describe", "Read"},
         ("group", "music-metrics"): {"Describe", "Read"},
         ("cluster", None): {"IdempotentWrite"},
