@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import orjson
 
-from service.contracts.codec import SchemaCodec, SchemaError
+from service.contracts.registry import SchemaError, SchemaRegistry
 from service.core.kinds.base import CallbackKind, status_code
 from service.core.model import CallbackEvent, Decoded, Rejection, RejectReason, Stage
 from service.core.timefmt import rfc3339
@@ -69,13 +69,13 @@ def normalize(
     *,
     kind: CallbackKind,
     received_at: datetime,
-    codec: SchemaCodec,
+    schemas: SchemaRegistry,
     provider_tz: tzinfo,
     task_ref: str | None = None,
 ) -> CallbackEvent | Rejection:
     """Validate a decoded callback of ``kind`` and build its v1 event."""
     document, task_id = decoded.document, decoded.task_id
-    errors = codec.errors(kind.schema, document)
+    errors = schemas.errors(kind.schema, document)
     if errors:
         return Rejection("schema_violation", tuple(errors), task_id)
     if task_id is None:

@@ -13,7 +13,7 @@ import jsonschema_rs
 import msgspec
 import orjson
 
-from service.contracts.codec import SCHEMAS_DIR
+from service.contracts.registry import SCHEMAS_DIR
 from service.core.kinds import kind_named
 from tests.support import example_bytes
 

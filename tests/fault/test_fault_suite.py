@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.config.env import Env
 from service.config.kafka import KafkaSettings
-from service.edge.security import RateLimiter
+from service.gateway.security import RateLimiter
 from service.kafka.topics import ensure_topics, project_topics
 from service.spool.store import segment_paths
 from tests.fault.loadgen import LoadGenerator, RssSampler, Verdict, verify

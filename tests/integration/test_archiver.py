@@ -32,7 +32,7 @@ from service.config.archiver import ArchiverConfig
 from service.config.env import Env
 from service.consumers.archiver.keys import archive_event_id
 from service.consumers.archiver.main import run_archiver
-from service.contracts.codec import ARCHIVE_FAILED_V1, ARCHIVED_V1, EVENT_V1, SchemaCodec
+from service.contracts.registry import ARCHIVE_FAILED_V1, ARCHIVED_V1, EVENT_V1, SchemaRegistry
 from service.contracts.vocabulary import FILE_ROLES, STEM_ROLES, FileRole
 from service.runtime import ShutdownFlag
 from service.storage.base import ObjectMetadata
@@ -60,7 +60,7 @@ pytestmark = pytest.mark.kafka
 # Fixtures shared with the downloader's tests; ``jail`` is autouse: no packet leaves loopback.
 SHARED_FIXTURES = (canaries, jail, servers)
 
-CODEC = SchemaCodec.load()
+SCHEMAS = SchemaRegistry.load()
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 SHA_WAV = hashlib.sha256(WAV).hexdigest()
 
@@ -97,7 +97,7 @@ def event(task_id: str, *tracks: dict[str, Any], stage: str = "complete",
     """A valid event; without ``files`` a record written before files[] existed."""
     document = event_value(task_id, *tracks, kind=kind, stage=stage, files=files,
                            event_id=event_id)
-    assert CODEC.errors(EVENT_V1, document) == []
+    assert SCHEMAS.errors(EVENT_V1, document) == []
     return document
 
 
@@ -330,7 +330,7 @@ async def test_happy_path_stores_audio_and_covers_and_reports_them(
     store = open_store(storage_url, Env(env))
     for (track_id, kind), (url, sha, size, content_type) in expected.items():
         value, headers = reports[("task/happy 1", track_id, kind)]
-        assert CODEC.errors(ARCHIVED_V1, value) == []
+        assert SCHEMAS.errors(ARCHIVED_V1, value) == []
         key = f"{prefix}/{track_id}/{kind}"
         assert value["uri"] == store.uri(key)
         assert (value["sha256"], value["size"], value["content_type"], value["source_url"]) \
@@ -477,7 +477,7 @@ async def test_failed_downloads_are_dead_lettered_with_their_reason(
         ("t-flaky", "audio"), ("t-ok", "audio"), ("t-ok", "cover")]
     assert len(dead) == len(cases)
     for record, value in zip(dead, values(dead), strict=True):
-        assert CODEC.errors(ARCHIVE_FAILED_V1, value) == []
+        assert SCHEMAS.errors(ARCHIVE_FAILED_V1, value) == []
         path, reason, attempts = cases[value["track_id"]]
         assert record.key == b"task-fail"
         assert (value["object"], value["url"], value["reason"]) == ("audio", media.url(path),
@@ -541,7 +541,7 @@ async def test_names_resolving_to_forbidden_addresses_are_refused_without_connec
     for track_id in urls:
         expected = "forbidden_scheme" if track_id == "t-ftp" else "forbidden_address"
         assert reasons[(track_id, "audio")] == reasons[(track_id, "cover")] == expected
-    assert all(CODEC.errors(ARCHIVE_FAILED_V1, v) == [] for v in values(dead))
+    assert all(SCHEMAS.errors(ARCHIVE_FAILED_V1, v) == [] for v in values(dead))
     assert archiver.metric("archiver_downloads_total", outcome="ok") == 0
     assert await archiver.stop() == 0
     assert all(canary.accepted == 0 for canary in canaries.values())
@@ -656,7 +656,7 @@ async def test_every_file_role_is_stored_with_its_content_type_under_its_key(
         key = f"{task_id}/{segment}/{name}"
         content_type, body = served[path]
         value = reports[store.uri(key)]
-        assert CODEC.errors(ARCHIVED_V1, value) == [], key
+        assert SCHEMAS.errors(ARCHIVED_V1, value) == [], key
         assert (value["task_id"], value["track_id"], value["object"], value["kind"]) == (
             task_id, track_id, role, kind), key
         assert (value["content_type"], value["size"], value["source_url"]) == (
@@ -732,7 +732,7 @@ async def test_each_role_has_its_own_size_limit_and_content_types(
         ("bad-image", "image"): ("bad_content_type", "cover-image"),
         ("bad-stem", "vocal"): ("bad_content_type", "vocal-separation"),
     }
-    assert all(CODEC.errors(ARCHIVE_FAILED_V1, v) == [] for v in values(dead))
+    assert all(SCHEMAS.errors(ARCHIVE_FAILED_V1, v) == [] for v in values(dead))
     assert archiver.metric("archiver_dead_lettered_total", reason="too_large") == 2
     assert await archiver.stop() == 0
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [

@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from service.config.env import ConfigError, Env
 from service.config.gateway import GatewayConfig
 from service.core.kinds import kind_named
-from service.edge.app import PUBLISHER_KEY, create_app
-from service.edge.security import (
+from service.gateway.app import PUBLISHER_KEY, create_app
+from service.gateway.security import (
     provider_signature,
     sign_callback_url,
     standard_webhooks_signature,

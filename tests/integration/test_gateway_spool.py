@@ -23,7 +23,7 @@ from service.core.kinds import kind_named
 from service.core.model import Rejection
 from service.core.normalize import event_id_for
 from service.core.records import rejected_value
-from service.edge.app import DURABLE_KEY, PUBLISHER_KEY, create_app
+from service.gateway.app import DURABLE_KEY, PUBLISHER_KEY, create_app
 from service.kafka.topics import ensure_topics, project_topics
 from service.spool.store import segment_paths
 from tests.harness.kafka_broker import KafkaBroker

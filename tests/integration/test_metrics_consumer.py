@@ -19,11 +19,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config.env import Env
-from service.config.metrics import MetricsConfig
+from service.config.metrics_consumer import MetricsConsumerConfig
 from service.consumers.metrics.exporter import MusicMetrics
 from service.consumers.metrics.main import MetricsConsumerLoop
 from service.consumers.metrics.processor import MetricsProcessor, StateTables
-from service.contracts.codec import EVENT_V1, SchemaCodec
+from service.contracts.registry import EVENT_V1, SchemaRegistry
 from service.core.kinds import kind_named
 from service.core.model import CallbackEvent, Decoded
 from service.core.normalize import decode, normalize
@@ -39,7 +39,7 @@ from tests.support_process import ServiceProcess, run_command
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CREATED_MS = int((T0 - timedelta(seconds=10)).timestamp() * 1000)  # every track's createTime
-CODEC = SchemaCodec.load()
+SCHEMAS = SchemaRegistry.load()
 KIND = "extend-music"  # the kind every event of this file has
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -67,9 +67,9 @@ def callback(topic: str, task: str, kind: str, *, at: float, code: int = 200,
     decoded = decode(body, extend_music)
     assert isinstance(decoded, Decoded), decoded
     event = normalize(decoded, body, kind=extend_music, received_at=T0 + timedelta(seconds=at),
-                      codec=CODEC, provider_tz=UTC)
+                      schemas=SCHEMAS, provider_tz=UTC)
     assert isinstance(event, CallbackEvent), event
-    headers = cloudevent_headers(event, dataschema=CODEC.schema_id(EVENT_V1))
+    headers = cloudevent_headers(event, dataschema=SCHEMAS.schema_id(EVENT_V1))
     if traceparent is not None:
         headers.append(kafka_header(traceparent))
     return Message(topic, task.encode(), orjson.dumps(event.data), headers, event.event_id)
@@ -337,7 +337,7 @@ async def test_an_archive_topic_created_later_is_picked_up_without_a_restart(
     events, stored = kafka_topic_factory(partitions=1), unique("test.archived-later")
     env = metrics_env(kafka_broker.bootstrap_servers, free_port(), EVENTS_TOPIC=events,
                       ARCHIVED_TOPIC=stored, ARCHIVE_DLQ_TOPIC=unique("absent"))
-    config = MetricsConfig.from_env(Env(env))
+    config = MetricsConsumerConfig.from_env(Env(env))
     registry = CollectorRegistry()
     processor = MetricsProcessor(topics=config.topics, metrics=MusicMetrics(registry),
                                  state=StateTables(ttl_seconds=60, max_entries=100))

@@ -77,7 +77,7 @@ async def test_the_installed_wheel_serves_the_documented_example(
     await asyncio.to_thread(run, python, "-m", "pip", "install", *offline, "--no-deps", wheel,
                             cwd=tmp_path)
     location = await asyncio.to_thread(
-        run, python, "-c", "import service.contracts.codec as c; print(c.SCHEMAS_DIR)",
+        run, python, "-c", "import service.contracts.registry as c; print(c.SCHEMAS_DIR)",
         cwd=tmp_path)
     assert Path(location.strip()).is_relative_to(venv), location
     assert not Path(location.strip()).is_relative_to(REPO)

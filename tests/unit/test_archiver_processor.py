@@ -25,14 +25,14 @@ from service.consumers.archiver.netguard import DownloadRefused
 from service.consumers.archiver.plan import files_from_tracks, plan_event
 from service.consumers.archiver.processor import ArchiveProcessor, ProcessorSettings
 from service.consumers.archiver.storage import StorageUnavailableError
-from service.contracts.codec import ARCHIVE_FAILED_V1, ARCHIVED_V1, EVENT_V1, SchemaCodec
+from service.contracts.registry import ARCHIVE_FAILED_V1, ARCHIVED_V1, EVENT_V1, SchemaRegistry
 from service.contracts.vocabulary import FileRole
 from service.kafka.producer import PublishError
 from service.storage.base import ObjectMetadata, StorageError
 from service.storage.filesystem import FilesystemStore
 from tests.support import event_value, file_value, track_value
 
-CODEC = SchemaCodec.load()
+SCHEMAS = SchemaRegistry.load()
 AUDIO = b"RIFF....WAVEfmt " + bytes(range(256)) * 8
 COVER = b"\x89PNG\r\n\x1a\n" + bytes(64)
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -164,8 +164,8 @@ def rig(tmp_path: Path, bodies: dict[str, Any] | None = None, *,
                       {"https://a.test/a.wav": AUDIO, "https://b.test/c.png": COVER})
     processor = ArchiveProcessor(
         store=store, publisher=publisher, fetch=fetch,
-        settings=ProcessorSettings("archived", "dead", CODEC.schema_id(ARCHIVED_V1),
-                                   CODEC.schema_id(ARCHIVE_FAILED_V1), concurrency=2),
+        settings=ProcessorSettings("archived", "dead", SCHEMAS.schema_id(ARCHIVED_V1),
+                                   SCHEMAS.schema_id(ARCHIVE_FAILED_V1), concurrency=2),
         metrics=metrics, tmp_dir=work, circuit=circuit, storage_base_delay=0.001)
     return Rig(processor, store, publisher, fetch, metrics, registry, work)
 
@@ -255,7 +255,7 @@ async def test_stores_both_objects_and_reports_them(tmp_path: Path) -> None:
     reports = {s.value["object"]: s for s in r.archived()}
     assert set(reports) == {"audio", "cover"}
     audio = reports["audio"]
-    assert CODEC.errors(ARCHIVED_V1, audio.value) == []
+    assert SCHEMAS.errors(ARCHIVED_V1, audio.value) == []
     assert audio.key == b"task-1"
     assert audio.value == {
         "task_id": "task-1", "track_id": "tr1", "object": "audio", "kind": "extend-music",
@@ -269,7 +269,7 @@ async def test_stores_both_objects_and_reports_them(tmp_path: Path) -> None:
     assert audio.headers["ce_type"] == b"music.archive.stored"
     assert audio.headers["ce_source"] == b"/archiver"
     assert audio.headers["ce_subject"] == b"task-1"
-    assert audio.headers["ce_dataschema"].decode() == CODEC.schema_id(ARCHIVED_V1)
+    assert audio.headers["ce_dataschema"].decode() == SCHEMAS.schema_id(ARCHIVED_V1)
     assert audio.headers["traceparent"] == TRACEPARENT.encode()
     assert r.dead() == []
     assert r.metric("archiver_objects_stored_total", object="audio", result="stored") == 1
@@ -342,7 +342,7 @@ async def test_a_permanent_failure_is_dead_lettered(tmp_path: Path) -> None:
         await r.processor.process(record(
             event(track(source_audio="https://a.test/src.wav")), offset=41))
     [dead] = r.dead()
-    assert CODEC.errors(ARCHIVE_FAILED_V1, dead.value) == []
+    assert SCHEMAS.errors(ARCHIVE_FAILED_V1, dead.value) == []
     assert dead.key == b"task-1"
     value = dead.value
     assert (value["object"], value["url"], value["reason"]) == (
@@ -387,7 +387,7 @@ async def test_an_object_the_store_cannot_represent_is_dead_lettered(tmp_path: P
     await r.processor.process(record(event(track(image=None))))
     [dead] = r.dead()
     assert dead.value["reason"] == "storage"
-    assert CODEC.errors(ARCHIVE_FAILED_V1, dead.value) == []
+    assert SCHEMAS.errors(ARCHIVE_FAILED_V1, dead.value) == []
 
 
 async def test_a_publish_failure_stops_processing(tmp_path: Path) -> None:
@@ -444,11 +444,11 @@ async def test_any_role_is_fetched_with_its_role_stored_and_reported(
     r = rig(tmp_path)
     document = event(kind=kind, files=[file_value(role, "https://a.test/a.wav",
                                                   track_id=track_id)])
-    assert CODEC.errors(EVENT_V1, document) == []
+    assert SCHEMAS.errors(EVENT_V1, document) == []
     await r.processor.process(record(document))
     assert r.fetch.roles == [role]
     [report] = r.archived()
-    assert CODEC.errors(ARCHIVED_V1, report.value) == []
+    assert SCHEMAS.errors(ARCHIVED_V1, report.value) == []
     segment = track_id or "_"
     assert (report.value["object"], report.value["track_id"], report.value["kind"]) == (
         role, track_id, kind)
@@ -465,7 +465,7 @@ async def test_a_file_without_a_track_is_dead_lettered_within_the_contract(
     await r.processor.process(record(event(kind="music-video", files=[
         file_value("video", "https://a.test/v.mp4")])))
     [dead] = r.dead()
-    assert CODEC.errors(ARCHIVE_FAILED_V1, dead.value) == []
+    assert SCHEMAS.errors(ARCHIVE_FAILED_V1, dead.value) == []
     assert (dead.value["track_id"], dead.value["object"], dead.value["kind"],
             dead.value["reason"]) == (None, "video", "music-video", "too_large")
     assert dead.headers["ce_id"].decode() == dead_letter_event_id("task-1", None, "video",
@@ -479,7 +479,7 @@ async def test_a_kind_the_contract_does_not_know_is_left_out_of_the_report(
         file_value("audio", "https://a.test/a.wav")])))
     [report] = r.archived()
     assert "kind" not in report.value
-    assert CODEC.errors(ARCHIVED_V1, report.value) == []
+    assert SCHEMAS.errors(ARCHIVED_V1, report.value) == []
 
 
 async def test_legacy_and_files_events_of_one_track_store_it_once(tmp_path: Path) -> None:

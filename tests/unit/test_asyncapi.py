@@ -10,7 +10,7 @@ import jsonschema_rs
 import yaml
 
 from service.config.shared import TopicNames
-from service.contracts.codec import EVENT_V1, SCHEMAS_DIR, SchemaCodec
+from service.contracts.registry import EVENT_V1, SCHEMAS_DIR, SchemaRegistry
 from service.core.kinds import KINDS
 from service.core.model import STAGES, CallbackEvent
 from service.core.records import cloudevent_headers
@@ -28,18 +28,19 @@ def test_every_default_topic_is_a_channel() -> None:
                          defaults.archive_failed}
 
 
-def test_every_payload_reference_is_a_schema_of_the_codec() -> None:
-    codec = SchemaCodec.load()
+def test_every_payload_reference_is_a_schema_of_the_registry() -> None:
+    schemas = SchemaRegistry.load()
     refs = [message["payload"]["schema"]["$ref"]
             for message in load()["components"]["messages"].values()]
     names = {ref.removeprefix("./").removesuffix(".schema.json") for ref in refs}
-    assert names <= set(codec.names())
+    assert names <= set(schemas.names())
     assert len(names) == 4
 
 
 def test_event_dataschema_header_matches_the_schema_id() -> None:
     headers = load()["components"]["messages"]["callbackEvent"]["headers"]["properties"]
-    assert headers["ce_dataschema"]["const"] == SchemaCodec.load().schema_id("music.callbacks.v1")
+    expected = SchemaRegistry.load().schema_id("music.callbacks.v1")
+    assert headers["ce_dataschema"]["const"] == expected
 
 
 def test_event_headers_name_exactly_the_registered_kinds() -> None:
@@ -51,7 +52,7 @@ def test_event_headers_name_exactly_the_registered_kinds() -> None:
 def test_the_headers_of_every_kind_and_stage_match_the_document() -> None:
     schema = load()["components"]["messages"]["callbackEvent"]["headers"]
     validator = jsonschema_rs.validator_for(schema)
-    dataschema = SchemaCodec.load().schema_id(EVENT_V1)
+    dataschema = SchemaRegistry.load().schema_id(EVENT_V1)
     for kind in KINDS:
         for stage in STAGES:
             event = CallbackEvent("0" * 32, "t", kind.name, stage, datetime.now(UTC), {})

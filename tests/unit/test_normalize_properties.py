@@ -11,7 +11,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.contracts.codec import EVENT_V1, REJECTED_V1, SchemaCodec
+from service.contracts.registry import EVENT_V1, REJECTED_V1, SchemaRegistry
 from service.core.kinds import KINDS, CallbackKind, kind_named
 from service.core.kinds.midi import NOTE_FIELDS
 from service.core.kinds.vocal_separation import STEMS
@@ -19,7 +19,7 @@ from service.core.model import CallbackEvent, Rejection
 from service.core.normalize import decode, normalize
 from service.core.records import body_from_rejected, rejected_value
 
-CODEC = SchemaCodec.load()
+SCHEMAS = SchemaRegistry.load()
 RECEIVED = datetime(2026, 1, 1, tzinfo=UTC)
 TRACKS = kind_named("extend-music")
 
@@ -57,14 +57,14 @@ def outcome(body: bytes, kind: CallbackKind) -> CallbackEvent | Rejection:
     decoded = decode(body, kind)
     if isinstance(decoded, Rejection):
         return decoded
-    return normalize(decoded, body, kind=kind, received_at=RECEIVED, codec=CODEC,
+    return normalize(decoded, body, kind=kind, received_at=RECEIVED, schemas=SCHEMAS,
                      provider_tz=UTC)
 
 
 def check(body: bytes, kind: CallbackKind = TRACKS) -> CallbackEvent | Rejection:
     result = outcome(body, kind)
     if isinstance(result, CallbackEvent):
-        assert CODEC.errors(EVENT_V1, result.data) == [], result.data
+        assert SCHEMAS.errors(EVENT_V1, result.data) == [], result.data
         assert result.data["kind"] == kind.name
         again = outcome(body, kind)
         assert isinstance(again, CallbackEvent)
@@ -72,7 +72,7 @@ def check(body: bytes, kind: CallbackKind = TRACKS) -> CallbackEvent | Rejection
     else:
         value = rejected_value(result, body, received_at=RECEIVED, content_type=None,
                                kind=kind.name)
-        assert CODEC.errors(REJECTED_V1, value) == []
+        assert SCHEMAS.errors(REJECTED_V1, value) == []
         assert body_from_rejected(value) == body
     return result
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.edge.security import RateLimiter, address_key
+from service.gateway.security import RateLimiter, address_key
 
 
 class FakeClock:

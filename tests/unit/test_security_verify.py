@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import Webhook
 from yarl import URL
 
 from service.config.env import ConfigError, Env
-from service.edge.security import (
+from service.gateway.security import (
     REDACTED,
     Failure,
     Reason,

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from service.edge.security import (
+from service.gateway.security import (
     Failure,
     Ok,
     Reason,

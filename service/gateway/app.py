@@ -19,13 +19,13 @@ from prometheus_client import CollectorRegistry
 
 from service.config.gateway import GatewayConfig
 from service.config.kafka import max_record_bytes
-from service.contracts.codec import SchemaCodec
+from service.contracts.registry import SchemaRegistry
 from service.core.kinds import KINDS, CallbackKind
 from service.core.normalize import decode
-from service.edge.guard import Guard, make_guard_middleware
-from service.edge.http import Handler, make_request_middleware, read_body
-from service.edge.ingest import CallbackIngest
-from service.edge.metrics import GatewayMetrics
+from service.gateway.guard import Guard, make_guard_middleware
+from service.gateway.http import Handler, make_request_middleware, read_body
+from service.gateway.ingest import CallbackIngest
+from service.gateway.metrics import GatewayMetrics
 from service.kafka.durable import DurablePublisher
 from service.kafka.producer import KafkaPublisher, ProducerOptions
 from service.observability.tracing import start_or_continue
@@ -111,7 +111,7 @@ def create_app(
     config: GatewayConfig,
     *,
     registry: CollectorRegistry | None = None,
-    codec: SchemaCodec | None = None,
+    schemas: SchemaRegistry | None = None,
     publisher: KafkaPublisher | None = None,
 ) -> web.Application:
     registry = registry if registry is not None else CollectorRegistry()
@@ -137,7 +137,7 @@ def create_app(
         largest_record_bytes=config.spool.largest_record_bytes,
     )
     app[INGEST_KEY] = CallbackIngest(
-        config=config, codec=codec or SchemaCodec.load(), publisher=durable, metrics=metrics,
+        config=config, schemas=schemas or SchemaRegistry.load(), publisher=durable, metrics=metrics,
     )
     app.cleanup_ctx.append(_publisher_ctx)
     app.cleanup_ctx.append(_spool_ctx)

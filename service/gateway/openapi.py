@@ -7,7 +7,7 @@ registered kind and the inbound request schemas (``components.schemas.provider.*
 copied from ``schemas/``) are derived here. A test fails when the committed document
 differs from ``with_kinds(committed)``; to refresh it after adding a kind, run
 
-    python -m service.edge.openapi
+    python -m service.gateway.openapi
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import orjson
 
-from service.contracts.codec import SCHEMAS_DIR
+from service.contracts.registry import SCHEMAS_DIR
 from service.core.kinds import KINDS, CallbackKind
 from service.core.kinds.base import ROUTE_PREFIX
 
