@@ -15,7 +15,7 @@ import orjson
 
 from service.contracts.registry import SCHEMAS_DIR
 from service.core.kinds import kind_named
-from tests.support import example_bytes
+from tests.harness.examples import example_bytes
 
 
 class Track(msgspec.Struct, forbid_unknown_fields=False):

@@ -37,8 +37,12 @@ from service.contracts.vocabulary import FILE_ROLES, STEM_ROLES, FileRole
 from service.runtime import ShutdownFlag
 from service.storage.base import ObjectMetadata
 from service.storage.factory import open_store
+from tests.harness.factories import event_value, file_value, track_value
+from tests.harness.fakes import FakeResolver
 from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.kafka_fixtures import KafkaTopicFactory
+from tests.harness.kafka_records import headers_of, read_records, unique
+from tests.harness.loopback import free_port
 from tests.harness.s3proxy import S3ProxyServer
 from tests.integration.test_download import (
     WAV,
@@ -51,9 +55,6 @@ from tests.integration.test_download import (
     servers,
     wav_handler,
 )
-from tests.support import event_value, file_value, free_port, track_value
-from tests.support_kafka import headers_of, read_records, unique
-from tests.support_net import FakeResolver
 
 pytestmark = pytest.mark.kafka
 

@@ -21,6 +21,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.kafka_fixtures import KafkaTopicFactory
+from tests.harness.kafka_records import headers_of, read_records
+from tests.harness.loopback import free_port
+from tests.harness.processes import ServiceProcess, run_command
 from tests.integration.test_archiver import (
     PNG,
     Handler,
@@ -35,9 +38,6 @@ from tests.integration.test_archiver import (
     values,
 )
 from tests.integration.test_download import WAV, Servers, jail, servers, wav_handler
-from tests.support import free_port
-from tests.support_kafka import headers_of, read_records
-from tests.support_process import ServiceProcess, run_command
 
 # ``jail`` is autouse (nothing in this process leaves loopback); ``servers`` serves media.
 SHARED_FIXTURES = (jail, servers)

@@ -7,8 +7,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.support import example_bytes, free_port
-from tests.support_process import ServiceProcess
+from tests.harness.examples import example_bytes
+from tests.harness.loopback import free_port
+from tests.harness.processes import ServiceProcess
 
 
 def test_dev_stack_accepts_the_documented_callback_and_stops_cleanly(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ from service.consumers.archiver.netguard import (
     GuardedConnector,
     GuardedResolver,
 )
-from tests.support_net import FakeResolver
+from tests.harness.fakes import FakeResolver
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -21,9 +21,11 @@ from service.core.normalize import event_id_for
 from service.core.records import body_from_rejected
 from service.gateway.app import PUBLISHER_KEY, create_app
 from service.kafka.topics import ensure_topics, project_topics
+from tests.harness.environments import gateway_config, gateway_env
+from tests.harness.examples import example_bytes
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import example_bytes, free_port
-from tests.support_kafka import gateway_config, gateway_env, headers_of, read_records
+from tests.harness.kafka_records import headers_of, read_records
+from tests.harness.loopback import free_port
 
 pytestmark = pytest.mark.kafka
 SCHEMAS = SchemaRegistry.load()

@@ -20,9 +20,10 @@ from service.core.model import CallbackEvent, Decoded
 from service.core.normalize import decode, normalize
 from service.gateway.app import PUBLISHER_KEY, create_app
 from service.kafka.topics import ensure_topics, project_topics
+from tests.harness.environments import gateway_config, gateway_env
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import EXAMPLES
-from tests.support_kafka import gateway_config, gateway_env, headers_of, read_records
+from tests.harness.kafka_records import headers_of, read_records
+from tests.harness.paths import EXAMPLES
 
 pytestmark = pytest.mark.kafka
 SCHEMAS = SchemaRegistry.load()

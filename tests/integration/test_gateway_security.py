@@ -28,10 +28,11 @@ from service.gateway.security import (
     standard_webhooks_signature,
 )
 from service.kafka.topics import ensure_topics, project_topics
+from tests.harness.environments import gateway_config, gateway_env
+from tests.harness.examples import example_bytes
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import example_bytes
-from tests.support_kafka import gateway_config, gateway_env, read_records
-from tests.support_process import run_command
+from tests.harness.kafka_records import read_records
+from tests.harness.processes import run_command
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 CALLBACK_PATH = kind_named("extend-music").route

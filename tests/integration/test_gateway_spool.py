@@ -26,10 +26,13 @@ from service.core.records import rejected_value
 from service.gateway.app import DURABLE_KEY, PUBLISHER_KEY, create_app
 from service.kafka.topics import ensure_topics, project_topics
 from service.spool.store import segment_paths
+from tests.harness.environments import gateway_config, gateway_env
+from tests.harness.examples import example
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import example, free_port
-from tests.support_kafka import gateway_config, gateway_env, headers_of, read_records, wait_until
-from tests.support_process import run_command
+from tests.harness.kafka_records import headers_of, read_records
+from tests.harness.loopback import free_port
+from tests.harness.polling import wait_until
+from tests.harness.processes import run_command
 
 pytestmark = pytest.mark.kafka
 CALLBACK_PATH = kind_named("extend-music").route

@@ -32,10 +32,12 @@ from service.kafka.consumer import ConsumerMetrics
 from service.kafka.topics import ensure_topics, project_topics
 from service.observability.tracing import kafka_header, start_or_continue
 from service.runtime import ShutdownFlag
+from tests.harness.environments import gateway_config, gateway_env
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import free_port
-from tests.support_kafka import gateway_config, gateway_env, unique, wait_until
-from tests.support_process import ServiceProcess, run_command
+from tests.harness.kafka_records import unique
+from tests.harness.loopback import free_port
+from tests.harness.polling import wait_until
+from tests.harness.processes import ServiceProcess, run_command
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CREATED_MS = int((T0 - timedelta(seconds=10)).timestamp() * 1000)  # every track's createTime

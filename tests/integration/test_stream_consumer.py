@@ -18,7 +18,7 @@ from service.kafka.consumer import (
     StreamConsumer,
 )
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support_kafka import unique
+from tests.harness.kafka_records import unique
 
 pytestmark = pytest.mark.kafka
 

@@ -21,10 +21,13 @@ import aiohttp
 import orjson
 import pytest
 
+from tests.harness.environments import gateway_env
+from tests.harness.examples import example
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import example, free_port
-from tests.support_kafka import gateway_env, read_records
-from tests.support_process import REPO, ServiceProcess
+from tests.harness.kafka_records import read_records
+from tests.harness.loopback import free_port
+from tests.harness.paths import REPO
+from tests.harness.processes import ServiceProcess
 
 WHEELS = REPO / ".cache" / "wheels"
 # What the Dockerfile copies into its build stage.

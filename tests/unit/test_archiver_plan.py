@@ -12,7 +12,7 @@ import pytest
 from service.consumers.archiver.plan import Plan, files_from_tracks, plan_event
 from service.contracts.registry import EVENT_V1, SchemaRegistry
 from service.contracts.vocabulary import FILE_ROLES, STEM_ROLES
-from tests.support import event_value, file_value, track_value
+from tests.harness.factories import event_value, file_value, track_value
 
 SCHEMAS = SchemaRegistry.load()
 CDN = "https://cdn.test"

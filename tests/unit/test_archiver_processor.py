@@ -30,7 +30,7 @@ from service.contracts.vocabulary import FileRole
 from service.kafka.producer import PublishError
 from service.storage.base import ObjectMetadata, StorageError
 from service.storage.filesystem import FilesystemStore
-from tests.support import event_value, file_value, track_value
+from tests.harness.factories import event_value, file_value, track_value
 
 SCHEMAS = SchemaRegistry.load()
 AUDIO = b"RIFF....WAVEfmt " + bytes(range(256)) * 8

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from service.contracts.registry import SchemaRegistry
-from tests.support import EXAMPLES
+from tests.harness.paths import EXAMPLES
 
 SCHEMAS = SchemaRegistry.load()
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*/*.json"))

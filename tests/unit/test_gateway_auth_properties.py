@@ -22,7 +22,7 @@ from service.config.kafka import KafkaSettings
 from service.core.kinds import KINDS, CallbackKind, kind_named
 from service.gateway.app import create_app
 from service.kafka.producer import KafkaPublisher, ProducerOptions
-from tests.support import example_bytes
+from tests.harness.examples import example_bytes
 
 EXTEND_MUSIC = kind_named("extend-music")
 TOKEN = secrets.token_urlsafe(24)

@@ -19,7 +19,7 @@ from service.core.kinds.tracks import track_files
 from service.core.model import CallbackEvent, Rejection, Stage
 from service.core.normalize import decode, event_id_for, normalize
 from service.core.records import cloudevent_headers, rejected_value
-from tests.support import EXAMPLES
+from tests.harness.paths import EXAMPLES
 
 SCHEMAS = SchemaRegistry.load()
 RECEIVED = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)

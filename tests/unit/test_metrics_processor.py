@@ -16,7 +16,7 @@ from service.config.shared import TopicNames
 from service.consumers.metrics.exporter import KIND_LABELS, MusicMetrics
 from service.consumers.metrics.processor import MetricsProcessor, StateTables
 from service.core.kinds import KIND_NAMES
-from tests.support import event_value, file_value, track_value
+from tests.harness.factories import event_value, file_value, track_value
 
 TOPICS = TopicNames(events="events", archived="archived", archive_failed="failed")
 

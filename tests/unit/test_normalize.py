@@ -19,7 +19,7 @@ from service.core.model import CallbackEvent, Decoded, Rejection
 from service.core.normalize import decode, event_id_for, normalize
 from service.core.records import body_from_rejected, rejected_value
 from service.core.timefmt import parse_create_time
-from tests.support import example_bytes
+from tests.harness.examples import example_bytes
 
 SCHEMAS = SchemaRegistry.load()
 RECEIVED = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)

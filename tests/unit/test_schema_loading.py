@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.contracts.registry import EVENT_V1, SCHEMAS_DIR, SchemaRegistry, SchemasMissingError
-from tests.support_process import REPO
+from tests.harness.paths import REPO
 
 
 def test_the_package_schema_folder_is_the_top_level_schemas_folder() -> None:

@@ -1,16 +1,12 @@
-"""Reading topics back in tests, and gateway configuration pointed at the test broker."""
+"""Records on the test broker: reading a topic back, headers as text, unique names."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
-
-from service.config.env import Env
-from service.config.gateway import GatewayConfig
 
 
 async def read_records(
@@ -44,33 +40,3 @@ def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}.{uuid.uuid4().hex[:10]}"
-
-
-def gateway_env(bootstrap: str, **overrides: str) -> dict[str, str]:
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "EVENTS_TOPIC": unique("test.events"),
-        "REJECTED_TOPIC": unique("test.rejected"),
-        "ARCHIVED_TOPIC": unique("test.archived"),
-        "ARCHIVE_DLQ_TOPIC": unique("test.archive-failed"),
-        "PUBLISH_TIMEOUT_SECONDS": "2",
-        "TOPIC_PARTITIONS": "3",
-        "AUTH_MODE": "none",
-        "RATE_LIMIT_PER_SECOND": "100000",
-        "RATE_LIMIT_BURST": "100000",
-    }
-    env.update(overrides)
-    return env
-
-
-def gateway_config(env: dict[str, str]) -> GatewayConfig:
-    return GatewayConfig.from_env(Env(env))
-
-
-async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not met in time")

@@ -14,7 +14,7 @@ from typing import Self
 
 import orjson
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.harness.paths import REPO
 
 
 class ServiceProcess:
