@@ -1,12 +1,18 @@
-"""Records on the test broker: reading a topic back, headers as text, unique names."""
+"""Records on the test broker: producing, reading a topic back, headers and values, unique names."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.structs import RecordMetadata
+
+from service.contracts.registry import EVENT_V1
+from tests.harness.factories import event_record, schemas
 
 
 async def read_records(
@@ -40,3 +46,32 @@ def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}.{uuid.uuid4().hex[:10]}"
+
+
+def values_of(records: list[ConsumerRecord[bytes, bytes]]) -> list[dict[str, Any]]:
+    """The JSON values of ``records``."""
+    return [orjson.loads(record.value or b"null") for record in records]
+
+
+async def produce(bootstrap: str, records: Iterable[ConsumerRecord[bytes, bytes]],
+                  ) -> list[RecordMetadata]:
+    """Publish each record's key, value and headers to its topic, one by one (so the order
+    within each partition is the order given); partition and offset come from the broker."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        return [await producer.send_and_wait(record.topic, record.value, key=record.key,
+                                             headers=record.headers)
+                for record in records]
+    finally:
+        await producer.stop()
+
+
+async def produce_events(bootstrap: str, topic: str, *documents: dict[str, Any],
+                         traceparent: str | None = None) -> list[RecordMetadata]:
+    """Publish v1 events as the gateway does (key = task id, the CloudEvents envelope, the
+    trace context); the gateway publishes only valid events, so each is checked first."""
+    for document in documents:
+        assert schemas().errors(EVENT_V1, document) == [], document
+    return await produce(bootstrap, [event_record(document, topic=topic, traceparent=traceparent)
+                                     for document in documents])

@@ -6,6 +6,7 @@ are fakes (the real downloads, Kafka and S3 are exercised in tests/integration).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,6 @@ from typing import Any
 import orjson
 import pytest
 import structlog
-from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from service.consumers.archiver.circuit import DownloadCircuit
@@ -27,10 +27,18 @@ from service.consumers.archiver.processor import ArchiveProcessor, ProcessorSett
 from service.consumers.archiver.storage import StorageUnavailableError
 from service.contracts.registry import ARCHIVE_FAILED_V1, ARCHIVED_V1, EVENT_V1, SchemaRegistry
 from service.contracts.vocabulary import FileRole
+from service.kafka.consumer import Record
 from service.kafka.producer import PublishError
 from service.storage.base import ObjectMetadata, StorageError
 from service.storage.filesystem import FilesystemStore
-from tests.harness.factories import event_value, file_value, track_value
+from tests.harness.factories import (
+    consumer_record,
+    event_record,
+    event_value,
+    file_value,
+    track_value,
+)
+from tests.harness.fakes import FakeClock
 
 SCHEMAS = SchemaRegistry.load()
 AUDIO = b"RIFF....WAVEfmt " + bytes(range(256)) * 8
@@ -39,26 +47,19 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 EVENT_ID = "0f5b3c1e9a7d4b2c8e6f1a3b5c7d9e0f"
 
 
-def track(track_id: str | None = "tr1", *, audio: str | None = "https://a.test/a.wav",
-          source_audio: str | None = None, image: str | None = "https://b.test/c.png",
-          source_image: str | None = None, title: str | None = "Iron Man",
-          duration: object = 12.5) -> dict[str, Any]:
-    return track_value(track_id, audio=audio, source_audio=source_audio, image=image,
-                       source_image=source_image, title=title, duration=duration)
-
-
-def event(*tracks: dict[str, Any], stage: str = "complete", task_id: str = "task-1",
-          event_id: str = EVENT_ID, kind: str = "extend-music",
-          files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return event_value(task_id, *tracks, kind=kind, stage=stage, files=files,
-                       event_id=event_id)
+# This file's data: task-1's event EVENT_ID, its tracks' audio and cover on two hosts (the
+# fake fetch serves both URLs), built with the one factory.
+track = functools.partial(track_value, audio="https://a.test/a.wav", image="https://b.test/c.png",
+                          title="Iron Man", duration=12.5)
+event = functools.partial(event_value, "task-1", event_id=EVENT_ID)
 
 
 def record(value: dict[str, Any] | bytes, *, offset: int = 7,
-           headers: list[tuple[str, bytes]] | None = None) -> ConsumerRecord[bytes, bytes]:
-    body = value if isinstance(value, bytes) else orjson.dumps(value)
-    return ConsumerRecord("events", 2, offset, 0, 0, b"task-1", body, None, 6, len(body),
-                          headers if headers is not None else [])
+           traceparent: str | None = None) -> Record:
+    """An event as the gateway publishes it, on partition 2 (bytes: a record as it is)."""
+    if isinstance(value, bytes):
+        return consumer_record("events", value, key=b"task-1", partition=2, offset=offset)
+    return event_record(value, partition=2, offset=offset, traceparent=traceparent)
 
 
 @dataclass
@@ -240,10 +241,9 @@ def test_plan_refuses_what_is_not_an_event(value: object) -> None:
 
 async def test_stores_both_objects_and_reports_them(tmp_path: Path) -> None:
     r = rig(tmp_path)
-    headers = [("ce_id", EVENT_ID.encode()), ("traceparent", TRACEPARENT.encode())]
     with structlog.testing.capture_logs(
             processors=[structlog.contextvars.merge_contextvars]) as logs:
-        await r.processor.process(record(event(track()), headers=headers))
+        await r.processor.process(record(event(track()), traceparent=TRACEPARENT))
 
     root = tmp_path / "archive"
     assert (root / "task-1/tr1/audio").read_bytes() == AUDIO
@@ -498,16 +498,8 @@ async def test_legacy_and_files_events_of_one_track_store_it_once(tmp_path: Path
 # --------------------------------------------------------------------------- circuit
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_circuit_needs_failures_on_several_hosts() -> None:
-    clock = Clock()
+    clock = FakeClock()
     circuit = DownloadCircuit(min_samples=4, min_hosts=2, clock=clock)
     for _ in range(10):
         circuit.record("one.test", ok=False)
@@ -517,7 +509,7 @@ def test_circuit_needs_failures_on_several_hosts() -> None:
 
 
 def test_circuit_needs_a_high_failure_ratio_within_the_window() -> None:
-    clock = Clock()
+    clock = FakeClock()
     circuit = DownloadCircuit(min_samples=4, min_hosts=2, threshold=0.9,
                               window_seconds=60, clock=clock)
     for host in ("a.test", "b.test", "a.test"):
@@ -533,7 +525,7 @@ def test_circuit_needs_a_high_failure_ratio_within_the_window() -> None:
 
 
 def test_circuit_cools_down_probes_and_closes_on_success() -> None:
-    clock = Clock()
+    clock = FakeClock()
     changes: list[bool] = []
     circuit = DownloadCircuit(min_samples=2, min_hosts=2, cooldown_seconds=5,
                               max_cooldown_seconds=15, clock=clock, on_change=changes.append)
