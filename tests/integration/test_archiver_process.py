@@ -26,7 +26,7 @@ from tests.harness.kafka_fixtures import KafkaTopicFactory
 from tests.harness.kafka_records import headers_of, produce_events, read_records, values_of
 from tests.harness.loopback import free_port
 from tests.harness.media_server import PNG, WAV, Handler, Media, Servers, png_handler, wav_handler
-from tests.harness.processes import ServiceProcess, run_command
+from tests.harness.processes import ServiceProcess, assert_configuration_error
 
 # Nothing in this process leaves loopback (the jail of tests/integration/conftest.py).
 pytestmark = pytest.mark.usefixtures("jail")
@@ -50,9 +50,7 @@ def test_bad_configuration_fails_fast_naming_the_variable(
     overrides: dict[str, str], variable: str, tmp_path: Path,
 ) -> None:
     env = archiver_env("127.0.0.1:9", ("e", "a", "d"), (tmp_path / "a").as_uri(), **overrides)
-    result = run_command(["archiver"], env, timeout=20)
-    assert result.returncode == 2
-    assert f"configuration error: {variable}:" in result.stderr
+    assert_configuration_error(["archiver"], env, variable, timeout=20)
 
 
 class Stall:

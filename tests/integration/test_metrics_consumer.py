@@ -36,7 +36,7 @@ from tests.harness.kafka_records import produce, unique
 from tests.harness.loopback import free_port
 from tests.harness.metrics_stream import KIND, archived, callback, scripted_stream
 from tests.harness.polling import wait_until
-from tests.harness.processes import ServiceProcess, run_command
+from tests.harness.processes import ServiceProcess, assert_configuration_error
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -96,9 +96,7 @@ def test_bad_configuration_fails_fast_naming_the_variable(
     overrides: dict[str, str], variable: str,
 ) -> None:
     env = {**metrics_env("127.0.0.1:9", free_port()), **overrides}
-    result = run_command(["metrics"], env, timeout=20)
-    assert result.returncode == 2
-    assert f"configuration error: {variable}:" in result.stderr
+    assert_configuration_error(["metrics"], env, variable, timeout=20)
 
 
 @pytest.mark.kafka
