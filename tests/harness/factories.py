@@ -1,6 +1,7 @@
 """Test data: the values and records the services exchange, each built one way.
 
-Values have the shapes the gateway (events) and the archiver (archived reports, dead
+Values have the shapes the gateway (events, also :func:`normalized` from a provider's body
+by the gateway's own code) and the archiver (archived reports, dead
 letters) write. Records carry the CloudEvents envelope built by the service's own
 :mod:`service.core.records` (``cloudevent_headers``/``envelope_headers``) with the ids the
 archiver derives (:mod:`service.consumers.archiver.keys`): never written by hand. A test
@@ -17,7 +18,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Final, cast
 
 import orjson
@@ -26,7 +27,9 @@ from aiokafka import ConsumerRecord
 from service.consumers.archiver.keys import archive_event_id, dead_letter_event_id
 from service.consumers.archiver.reports import ARCHIVE_FAILED_TYPE, ARCHIVED_TYPE, SOURCE
 from service.contracts.registry import ARCHIVE_FAILED_V1, ARCHIVED_V1, EVENT_V1, SchemaRegistry
-from service.core.model import CallbackEvent, Stage
+from service.core.kinds import CallbackKind
+from service.core.model import CallbackEvent, Rejection, Stage
+from service.core.normalize import decode, normalize
 from service.core.records import Headers, cloudevent_headers, envelope_headers
 from service.kafka.consumer import Record
 from service.observability.tracing import kafka_header
@@ -115,6 +118,17 @@ def dead_letter_value(task_id: str, role: str = "audio", *, reason: str = "timeo
 def object_id(value: dict[str, Any]) -> tuple[str, str, str]:
     """What names the object of an archived report: task, track and object."""
     return value["task_id"], value["track_id"], value["object"]
+
+
+def normalized(body: bytes, kind: CallbackKind, *, received_at: datetime,
+               provider_tz: tzinfo = UTC) -> CallbackEvent | Rejection:
+    """What the gateway makes of a provider's ``body`` on ``kind``'s route: an event (its
+    ``data`` is the v1 event value) or a rejection, by the gateway's own decode/normalize."""
+    decoded = decode(body, kind)
+    if isinstance(decoded, Rejection):
+        return decoded
+    return normalize(decoded, body, kind=kind, received_at=received_at, schemas=schemas(),
+                     provider_tz=provider_tz)
 
 
 # ---- records -----------------------------------------------------------------------------------

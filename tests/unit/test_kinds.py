@@ -17,8 +17,9 @@ from service.core.kinds import KINDS, CallbackKind, kind_named
 from service.core.kinds.midi import note_number
 from service.core.kinds.tracks import track_files
 from service.core.model import CallbackEvent, Rejection, Stage
-from service.core.normalize import decode, event_id_for, normalize
+from service.core.normalize import event_id_for
 from service.core.records import cloudevent_headers, rejected_value
+from tests.harness.factories import normalized
 from tests.harness.paths import EXAMPLES
 
 SCHEMAS = SchemaRegistry.load()
@@ -31,11 +32,7 @@ File = tuple[str, str, str | None, str | None]  # role, url, fallback_url, track
 
 
 def run(kind: CallbackKind, body: bytes) -> CallbackEvent | Rejection:
-    decoded = decode(body, kind)
-    if isinstance(decoded, Rejection):
-        return decoded
-    return normalize(decoded, body, kind=kind, received_at=RECEIVED, schemas=SCHEMAS,
-                     provider_tz=UTC)
+    return normalized(body, kind, received_at=RECEIVED)
 
 
 def accepted(kind: CallbackKind, body: bytes) -> CallbackEvent:

@@ -16,10 +16,11 @@ from service.contracts.registry import EVENT_V1, SchemaRegistry
 from service.core.kinds import kind_named
 from service.core.kinds.tracks import split_tags
 from service.core.model import CallbackEvent, Decoded, Rejection
-from service.core.normalize import decode, event_id_for, normalize
+from service.core.normalize import decode, event_id_for
 from service.core.records import body_from_rejected, rejected_value
 from service.core.timefmt import parse_create_time
 from tests.harness.examples import example_bytes
+from tests.harness.factories import normalized
 
 SCHEMAS = SchemaRegistry.load()
 RECEIVED = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)
@@ -27,11 +28,7 @@ EXTEND_MUSIC = kind_named("extend-music")
 
 
 def run(body: bytes, tz: str = "UTC") -> CallbackEvent | Rejection:
-    decoded = decode(body, EXTEND_MUSIC)
-    if isinstance(decoded, Rejection):
-        return decoded
-    return normalize(decoded, body, kind=EXTEND_MUSIC, received_at=RECEIVED, schemas=SCHEMAS,
-                     provider_tz=ZoneInfo(tz))
+    return normalized(body, EXTEND_MUSIC, received_at=RECEIVED, provider_tz=ZoneInfo(tz))
 
 
 def accepted(body: bytes, tz: str = "UTC") -> CallbackEvent:

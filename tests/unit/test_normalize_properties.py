@@ -16,8 +16,8 @@ from service.core.kinds import KINDS, CallbackKind, kind_named
 from service.core.kinds.midi import NOTE_FIELDS
 from service.core.kinds.vocal_separation import STEMS
 from service.core.model import CallbackEvent, Rejection
-from service.core.normalize import decode, normalize
 from service.core.records import body_from_rejected, rejected_value
+from tests.harness.factories import normalized
 
 SCHEMAS = SchemaRegistry.load()
 RECEIVED = datetime(2026, 1, 1, tzinfo=UTC)
@@ -54,11 +54,7 @@ callbacks = st.fixed_dictionaries(
 
 
 def outcome(body: bytes, kind: CallbackKind) -> CallbackEvent | Rejection:
-    decoded = decode(body, kind)
-    if isinstance(decoded, Rejection):
-        return decoded
-    return normalize(decoded, body, kind=kind, received_at=RECEIVED, schemas=SCHEMAS,
-                     provider_tz=UTC)
+    return normalized(body, kind, received_at=RECEIVED)
 
 
 def check(body: bytes, kind: CallbackKind = TRACKS) -> CallbackEvent | Rejection:
