@@ -18,7 +18,7 @@ from service.config.env import ConfigError, Env
 
 def _gateway(_: argparse.Namespace) -> int:
     from service.config.gateway import GatewayConfig
-    from service.edge.main import run_gateway
+    from service.gateway.main import run_gateway
     from service.observability.logging import configure_logging
 
     config = GatewayConfig.from_env()
@@ -38,11 +38,11 @@ def _archiver(_: argparse.Namespace) -> int:
 
 
 def _metrics(_: argparse.Namespace) -> int:
-    from service.config.metrics import MetricsConfig
+    from service.config.metrics_consumer import MetricsConsumerConfig
     from service.consumers.metrics.main import run_metrics
     from service.observability.logging import configure_logging
 
-    config = MetricsConfig.from_env()
+    config = MetricsConsumerConfig.from_env()
     configure_logging(config.log_level, process="metrics")
     asyncio.run(run_metrics(config))
     return 0
@@ -75,13 +75,13 @@ def _topics(args: argparse.Namespace) -> int:
 def _sign_url(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from service.edge.security import SecurityConfig, sign_callback_url
+    from service.gateway.security import SecurityConfig, sign_callback_url
 
     env = Env()
     key = SecurityConfig.from_env(env).url_signing_key
     if key is None:
         raise ConfigError("CALLBACK_URL_SIGNING_KEY", "is required to sign callback URLs")
-    base_url = args.base_url or env.optional_str("CALLBACK_BASE_URL")
+    base_url = args.base_url or env.optional_text("CALLBACK_BASE_URL")
     if base_url is None:
         raise ConfigError("CALLBACK_BASE_URL", "give --base-url or set CALLBACK_BASE_URL")
     try:
@@ -100,7 +100,7 @@ def _spool(args: argparse.Namespace) -> int:
     from service.spool import cli
 
     if args.action == "inspect":
-        directory = args.dir or Env().optional_str("SPOOL_DIR")
+        directory = args.dir or Env().optional_text("SPOOL_DIR")
         if directory is None:
             raise ConfigError("SPOOL_DIR", "is required (or give --dir)")
         return cli.inspect(Path(directory), records=args.records)
@@ -115,7 +115,7 @@ def _spool(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from service.config.gateway import GatewayConfig
     from service.core.timefmt import epoch_seconds
-    from service.edge.replay import ReplayRange, replay
+    from service.gateway.replay import ReplayRange, replay
     from service.observability.logging import configure_logging
 
     times = {}

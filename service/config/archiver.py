@@ -35,7 +35,7 @@ def default_storage_url() -> str:
 def read_allowed_hosts(env: Env) -> tuple[str, ...]:
     """``ARCHIVE_ALLOWED_HOSTS``: host names or IP addresses, without scheme, port or path."""
     hosts: list[str] = []
-    for entry in env.str_list("ARCHIVE_ALLOWED_HOSTS"):
+    for entry in env.text_list("ARCHIVE_ALLOWED_HOSTS"):
         host = entry[1:-1] if entry.startswith("[") and entry.endswith("]") else entry
         if ":" in host:
             try:
@@ -55,14 +55,14 @@ def read_max_bytes(env: Env) -> tuple[int, dict[FileRole, int]]:
     A variable with that prefix that names no role is refused: a misspelt limit would
     otherwise be ignored without a word.
     """
-    general = env.int(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES, minimum=1,
+    general = env.integer(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES, minimum=1,
                       maximum=MAX_BYTES_CEILING)
     known = {max_bytes_variable(role): role for role in FILE_ROLES}
     for name in env.names(f"{MAX_BYTES_VARIABLE}_"):
         if name not in known:
             raise ConfigError(name, "names no file role; expected one of "
                               + ", ".join(sorted(known)))
-    by_role = {role: env.int(variable, default_max_bytes(role, general), minimum=1,
+    by_role = {role: env.integer(variable, default_max_bytes(role, general), minimum=1,
                              maximum=MAX_BYTES_CEILING)
                for variable, role in known.items()}
     return general, by_role
@@ -98,18 +98,18 @@ class ArchiverConfig:
     def from_env(cls, env: Env | None = None) -> ArchiverConfig:
         env = env or Env()
         kafka = KafkaSettings.from_env(env, client_id="music-archiver")
-        storage_url = env.str(STORAGE_URL_VARIABLE, default_storage_url())
-        connect_timeout = env.float("ARCHIVE_CONNECT_TIMEOUT_SECONDS", 10.0,
+        storage_url = env.text(STORAGE_URL_VARIABLE, default_storage_url())
+        connect_timeout = env.number("ARCHIVE_CONNECT_TIMEOUT_SECONDS", 10.0,
                                     minimum=0.1, maximum=300.0)
-        total_timeout = env.float("ARCHIVE_TOTAL_TIMEOUT_SECONDS", 300.0,
+        total_timeout = env.number("ARCHIVE_TOTAL_TIMEOUT_SECONDS", 300.0,
                                   minimum=0.1, maximum=3600.0)
         if total_timeout < connect_timeout:
             raise ConfigError("ARCHIVE_TOTAL_TIMEOUT_SECONDS",
                               f"must be at least ARCHIVE_CONNECT_TIMEOUT_SECONDS "
                               f"({connect_timeout:g}), got {total_timeout:g}")
-        base_delay = env.float("ARCHIVE_RETRY_BASE_DELAY_SECONDS", 1.0,
+        base_delay = env.number("ARCHIVE_RETRY_BASE_DELAY_SECONDS", 1.0,
                                minimum=0.0, maximum=60.0)
-        max_delay = env.float("ARCHIVE_RETRY_MAX_DELAY_SECONDS", 30.0,
+        max_delay = env.number("ARCHIVE_RETRY_MAX_DELAY_SECONDS", 30.0,
                               minimum=0.0, maximum=600.0)
         if max_delay < base_delay:
             raise ConfigError("ARCHIVE_RETRY_MAX_DELAY_SECONDS",
@@ -122,24 +122,24 @@ class ArchiverConfig:
             topics=TopicNames.from_env(env),
             store=open_store(storage_url, env),
             storage_url=storage_url,
-            group_id=env.str("ARCHIVER_GROUP_ID", DEFAULT_GROUP_ID),
-            concurrency=env.int("ARCHIVE_CONCURRENCY", 4, minimum=1, maximum=256),
+            group_id=env.text("ARCHIVER_GROUP_ID", DEFAULT_GROUP_ID),
+            concurrency=env.integer("ARCHIVE_CONCURRENCY", 4, minimum=1, maximum=256),
             max_bytes=max_bytes,
             max_bytes_by_role=max_bytes_by_role,
             connect_timeout_seconds=connect_timeout,
             total_timeout_seconds=total_timeout,
-            read_timeout_seconds=env.float("ARCHIVE_READ_TIMEOUT_SECONDS", 30.0,
+            read_timeout_seconds=env.number("ARCHIVE_READ_TIMEOUT_SECONDS", 30.0,
                                            minimum=0.1, maximum=3600.0),
-            retry_attempts=env.int("ARCHIVE_RETRY_ATTEMPTS", 4, minimum=1, maximum=20),
+            retry_attempts=env.integer("ARCHIVE_RETRY_ATTEMPTS", 4, minimum=1, maximum=20),
             retry_base_delay_seconds=base_delay,
             retry_max_delay_seconds=max_delay,
             allowed_hosts=frozenset(hosts) if hosts else None,
-            allow_loopback=env.bool("ARCHIVE_ALLOW_LOOPBACK", default=False),
-            enable_idempotence=env.bool("KAFKA_ENABLE_IDEMPOTENCE", default=True),
-            publish_timeout_seconds=env.float("PUBLISH_TIMEOUT_SECONDS", 10.0,
+            allow_loopback=env.flag("ARCHIVE_ALLOW_LOOPBACK", default=False),
+            enable_idempotence=env.flag("KAFKA_ENABLE_IDEMPOTENCE", default=True),
+            publish_timeout_seconds=env.number("PUBLISH_TIMEOUT_SECONDS", 10.0,
                                               minimum=0.1, maximum=120.0),
-            shutdown_timeout_seconds=env.float("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
-            admin_host=env.str("ADMIN_HOST", "0.0.0.0"),
+            shutdown_timeout_seconds=env.number("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
+            admin_host=env.text("ADMIN_HOST", "0.0.0.0"),
             admin_port=env.port("ADMIN_PORT", DEFAULT_ADMIN_PORT),
             log_level=read_log_level(env),
         )

@@ -12,13 +12,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-# The reader's methods are named after the types they return (env.str, env.int, ...);
-# these aliases keep the builtins usable in annotations inside the class.
-Text = str
-Integer = int
-Number = float
-Flag = bool
-
 T = TypeVar("T", int, float)
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -28,7 +21,7 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 class ConfigError(ValueError):
     """A configuration variable is missing or malformed; the message names it."""
 
-    def __init__(self, name: Text, problem: Text) -> None:
+    def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"{name}: {problem}")
         self.name = name
 
@@ -36,28 +29,28 @@ class ConfigError(ValueError):
 class Env:
     """Reads variables from a mapping (``os.environ`` by default, a dict in tests)."""
 
-    def __init__(self, environ: Mapping[Text, Text] | None = None) -> None:
-        self._environ: Mapping[Text, Text] = os.environ if environ is None else environ
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
 
-    def raw(self, name: Text) -> Text | None:
+    def raw(self, name: str) -> str | None:
         value = self._environ.get(name)
         if value is None or value.strip() == "":
             return None
         return value.strip()
 
-    def names(self, prefix: Text) -> list[Text]:
+    def names(self, prefix: str) -> list[str]:
         """The set variables whose names start with ``prefix`` (to refuse misspelt ones)."""
         return sorted(name for name in self._environ
                       if name.startswith(prefix) and self.raw(name) is not None)
 
-    def str(self, name: Text, default: Text) -> Text:
+    def text(self, name: str, default: str) -> str:
         value = self.raw(name)
         return default if value is None else value
 
-    def optional_str(self, name: Text) -> Text | None:
+    def optional_text(self, name: str) -> str | None:
         return self.raw(name)
 
-    def secret(self, name: Text) -> Text | None:
+    def secret(self, name: str) -> str | None:
         """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (Kubernetes/Docker)."""
         direct = self.raw(name)
         file_name = self.raw(f"{name}_FILE")
@@ -73,19 +66,19 @@ class Env:
             raise ConfigError(f"{name}_FILE", f"{file_name!r} is empty")
         return content
 
-    def secret_list(self, name: Text) -> tuple[Text, ...]:
+    def secret_list(self, name: str) -> tuple[str, ...]:
         value = self.secret(name)
         if value is None:
             return ()
         return tuple(item.strip() for item in value.split(",") if item.strip())
 
-    def str_list(self, name: Text, default: tuple[Text, ...] = ()) -> tuple[Text, ...]:
+    def text_list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
         value = self.raw(name)
         if value is None:
             return default
         return tuple(item.strip() for item in value.split(",") if item.strip())
 
-    def bool(self, name: Text, default: Flag) -> Flag:
+    def flag(self, name: str, default: bool) -> bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -96,25 +89,25 @@ class Env:
             return False
         raise ConfigError(name, f"expected true or false, got {value!r}")
 
-    def int(self, name: Text, default: Integer, *, minimum: Integer | None = None,
-            maximum: Integer | None = None) -> Integer:
+    def integer(self, name: str, default: int, *, minimum: int | None = None,
+            maximum: int | None = None) -> int:
         return _bounded(name, self.raw(name), default, int, minimum=minimum, maximum=maximum)
 
-    def float(self, name: Text, default: Number, *, minimum: Number | None = None,
-              maximum: Number | None = None) -> Number:
+    def number(self, name: str, default: float, *, minimum: float | None = None,
+              maximum: float | None = None) -> float:
         return _bounded(name, self.raw(name), default, float, minimum=minimum, maximum=maximum)
 
-    def port(self, name: Text, default: Integer) -> Integer:
-        return self.int(name, default, minimum=0, maximum=65535)
+    def port(self, name: str, default: int) -> int:
+        return self.integer(name, default, minimum=0, maximum=65535)
 
-    def choice(self, name: Text, default: Text, choices: tuple[Text, ...]) -> Text:
-        value = self.str(name, default)
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default)
         if value not in choices:
             raise ConfigError(name, f"expected one of {', '.join(choices)}, got {value!r}")
         return value
 
 
-def _bounded(name: Text, value: Text | None, default: T, parse: Callable[[Text], T],
+def _bounded(name: str, value: str | None, default: T, parse: Callable[[str], T],
              *, minimum: T | None, maximum: T | None) -> T:
     if value is None:
         return default

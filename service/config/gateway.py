@@ -10,11 +10,11 @@ from service.config.env import ConfigError, Env
 from service.config.kafka import KafkaSettings, read_compression_type
 from service.config.shared import TopicNames, read_log_level
 from service.config.spool import SpoolConfig
-from service.edge.security.config import SecurityConfig
+from service.gateway.security.config import SecurityConfig
 
 
 def read_timezone(env: Env, name: str) -> tzinfo:
-    zone = env.str(name, "UTC")
+    zone = env.text(name, "UTC")
     try:
         return ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -45,23 +45,23 @@ class GatewayConfig:
         if env.raw("EVENT_SOURCE") is not None:
             raise ConfigError("EVENT_SOURCE", "no longer read: the source of each event now "
                               "comes from its callback kind (/callbacks/<kind>); remove it")
-        publish_timeout = env.float("PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=14.0)
-        max_body = env.int("MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
+        publish_timeout = env.number("PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=14.0)
+        max_body = env.integer("MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
         return cls(
             kafka=KafkaSettings.from_env(env, client_id="music-gateway"),
             topics=TopicNames.from_env(env),
             security=SecurityConfig.from_env(env),
-            http_host=env.str("HTTP_HOST", "0.0.0.0"),
+            http_host=env.text("HTTP_HOST", "0.0.0.0"),
             http_port=env.port("HTTP_PORT", 8080),
-            admin_host=env.str("ADMIN_HOST", "0.0.0.0"),
+            admin_host=env.text("ADMIN_HOST", "0.0.0.0"),
             admin_port=env.port("ADMIN_PORT", 8081),
-            enable_idempotence=env.bool("KAFKA_ENABLE_IDEMPOTENCE", default=True),
+            enable_idempotence=env.flag("KAFKA_ENABLE_IDEMPOTENCE", default=True),
             compression_type=read_compression_type(env),
             max_body_bytes=max_body,
             publish_timeout_seconds=publish_timeout,
             provider_timezone=read_timezone(env, "PROVIDER_TIMEZONE"),
             log_level=read_log_level(env),
-            shutdown_timeout_seconds=env.float("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
+            shutdown_timeout_seconds=env.number("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
             spool=SpoolConfig.from_env(env, publish_timeout=publish_timeout,
                                        max_body_bytes=max_body),
         )

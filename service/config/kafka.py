@@ -33,7 +33,7 @@ class KafkaSettings:
 
     @classmethod
     def from_env(cls, env: Env, *, client_id: str) -> KafkaSettings:
-        bootstrap = env.optional_str("KAFKA_BOOTSTRAP_SERVERS")
+        bootstrap = env.optional_text("KAFKA_BOOTSTRAP_SERVERS")
         if bootstrap is None:
             raise ConfigError("KAFKA_BOOTSTRAP_SERVERS", "is required (host:port[,host:port])")
         for server in bootstrap.split(","):
@@ -43,8 +43,8 @@ class KafkaSettings:
                     "KAFKA_BOOTSTRAP_SERVERS", f"expected host:port entries, got {server!r}",
                 )
         protocol = env.choice("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", SECURITY_PROTOCOLS)
-        mechanism = env.optional_str("KAFKA_SASL_MECHANISM")
-        username = env.optional_str("KAFKA_SASL_USERNAME")
+        mechanism = env.optional_text("KAFKA_SASL_MECHANISM")
+        username = env.optional_text("KAFKA_SASL_USERNAME")
         password = env.secret("KAFKA_SASL_PASSWORD")
         if protocol.startswith("SASL_"):
             if mechanism not in SASL_MECHANISMS:
@@ -56,7 +56,7 @@ class KafkaSettings:
                 raise ConfigError("KAFKA_SASL_USERNAME", f"required with {protocol}")
             if password is None:
                 raise ConfigError("KAFKA_SASL_PASSWORD", f"required with {protocol}")
-        ca_file = env.optional_str("KAFKA_SSL_CA_FILE")
+        ca_file = env.optional_text("KAFKA_SSL_CA_FILE")
         settings = cls(
             bootstrap_servers=bootstrap,
             security_protocol=protocol,

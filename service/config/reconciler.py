@@ -28,7 +28,7 @@ def read_base_url(env: Env) -> str:
     Required: the provider is resold by several mirrors under different hosts, and a
     default pointing at one of them would send the key where it was not meant to go.
     """
-    value = env.optional_str(BASE_URL_VARIABLE)
+    value = env.optional_text(BASE_URL_VARIABLE)
     if value is None:
         raise ConfigError(BASE_URL_VARIABLE, "is required (the provider API's base URL, "
                           "e.g. https://api.sunoapi.org)")
@@ -89,8 +89,8 @@ class ReconcilerConfig:
         if api_key is None:
             raise ConfigError(API_KEY_VARIABLE, f"is required (or {API_KEY_VARIABLE}_FILE): "
                               "the provider API key the record-info requests carry")
-        horizon = env.float("RECONCILE_HORIZON_SECONDS", DAY, minimum=1.0, maximum=30 * DAY)
-        after = env.float("RECONCILE_AFTER_SECONDS", 600.0, minimum=0.0, maximum=30 * DAY)
+        horizon = env.number("RECONCILE_HORIZON_SECONDS", DAY, minimum=1.0, maximum=30 * DAY)
+        after = env.number("RECONCILE_AFTER_SECONDS", 600.0, minimum=0.0, maximum=30 * DAY)
         if after >= horizon:
             raise ConfigError("RECONCILE_AFTER_SECONDS", f"must be less than "
                               f"RECONCILE_HORIZON_SECONDS ({horizon:g}), got {after:g}")
@@ -100,27 +100,27 @@ class ReconcilerConfig:
             provider_base_url=base_url,
             provider_api_key=api_key,
             after_seconds=after,
-            poll_interval_seconds=env.float("RECONCILE_POLL_INTERVAL_SECONDS", 30.0,
+            poll_interval_seconds=env.number("RECONCILE_POLL_INTERVAL_SECONDS", 30.0,
                                             minimum=0.1, maximum=DAY),
             horizon_seconds=horizon,
-            max_requests_per_second=env.float("RECONCILE_MAX_REQUESTS_PER_SECOND", 5.0,
+            max_requests_per_second=env.number("RECONCILE_MAX_REQUESTS_PER_SECOND", 5.0,
                                               minimum=0.01, maximum=10_000.0),
-            max_open_tasks=env.int("RECONCILE_MAX_OPEN_TASKS", 100_000, minimum=1,
+            max_open_tasks=env.integer("RECONCILE_MAX_OPEN_TASKS", 100_000, minimum=1,
                                    maximum=10_000_000),
-            max_concurrency=env.int("RECONCILE_MAX_CONCURRENCY", 16, minimum=1, maximum=1024),
-            request_timeout_seconds=env.float("RECONCILE_REQUEST_TIMEOUT_SECONDS", 10.0,
+            max_concurrency=env.integer("RECONCILE_MAX_CONCURRENCY", 16, minimum=1, maximum=1024),
+            request_timeout_seconds=env.number("RECONCILE_REQUEST_TIMEOUT_SECONDS", 10.0,
                                               minimum=0.1, maximum=300.0),
-            backoff_max_seconds=env.float("RECONCILE_BACKOFF_MAX_SECONDS", 300.0,
+            backoff_max_seconds=env.number("RECONCILE_BACKOFF_MAX_SECONDS", 300.0,
                                           minimum=1.0, maximum=DAY),
-            max_answer_bytes=env.int("MAX_BODY_BYTES", 256 * 1024, minimum=1024,
+            max_answer_bytes=env.integer("MAX_BODY_BYTES", 256 * 1024, minimum=1024,
                                      maximum=16 * 1024 * 1024),
             provider_timezone=read_timezone(env, "PROVIDER_TIMEZONE"),
-            enable_idempotence=env.bool("KAFKA_ENABLE_IDEMPOTENCE", default=True),
+            enable_idempotence=env.flag("KAFKA_ENABLE_IDEMPOTENCE", default=True),
             compression_type=env.choice("KAFKA_COMPRESSION_TYPE", "gzip", COMPRESSION_TYPES),
-            publish_timeout_seconds=env.float("PUBLISH_TIMEOUT_SECONDS", 10.0,
+            publish_timeout_seconds=env.number("PUBLISH_TIMEOUT_SECONDS", 10.0,
                                               minimum=0.1, maximum=120.0),
-            admin_host=env.str("ADMIN_HOST", "0.0.0.0"),
+            admin_host=env.text("ADMIN_HOST", "0.0.0.0"),
             admin_port=env.port("ADMIN_PORT", DEFAULT_ADMIN_PORT),
             log_level=read_log_level(env),
-            shutdown_timeout_seconds=env.float("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
+            shutdown_timeout_seconds=env.number("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
         )

@@ -22,11 +22,11 @@ class TopicNames:
     def from_env(cls, env: Env) -> TopicNames:
         defaults = cls()
         return cls(
-            events=env.str("EVENTS_TOPIC", defaults.events),
-            rejected=env.str("REJECTED_TOPIC", defaults.rejected),
-            archived=env.str("ARCHIVED_TOPIC", defaults.archived),
-            archive_failed=env.str("ARCHIVE_DLQ_TOPIC", defaults.archive_failed),
-            tasks=env.str("TASKS_TOPIC", defaults.tasks),
+            events=env.text("EVENTS_TOPIC", defaults.events),
+            rejected=env.text("REJECTED_TOPIC", defaults.rejected),
+            archived=env.text("ARCHIVED_TOPIC", defaults.archived),
+            archive_failed=env.text("ARCHIVE_DLQ_TOPIC", defaults.archive_failed),
+            tasks=env.text("TASKS_TOPIC", defaults.tasks),
         )
 
 

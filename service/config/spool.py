@@ -28,13 +28,13 @@ class SpoolConfig:
 
     @classmethod
     def from_env(cls, env: Env, *, publish_timeout: float, max_body_bytes: int) -> SpoolConfig:
-        directory = env.optional_str("SPOOL_DIR")
+        directory = env.optional_text("SPOOL_DIR")
         largest = max_record_bytes(max_body_bytes) + _FRAME_SLACK
-        max_bytes = env.int("SPOOL_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=1)
+        max_bytes = env.integer("SPOOL_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=1)
         if max_bytes < 4 * largest:
             raise ConfigError("SPOOL_MAX_BYTES", f"must be at least {4 * largest} (four records "
                               f"of the largest body MAX_BODY_BYTES allows), got {max_bytes}")
-        after = env.float("SPOOL_AFTER_SECONDS", publish_timeout / 2, minimum=0.01)
+        after = env.number("SPOOL_AFTER_SECONDS", publish_timeout / 2, minimum=0.01)
         if after >= publish_timeout:
             raise ConfigError("SPOOL_AFTER_SECONDS", f"must be below PUBLISH_TIMEOUT_SECONDS "
                               f"({publish_timeout}) to leave time for the fsync, got {after}")

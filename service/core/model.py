@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from service.contracts.codec import SchemaError
+from service.contracts.registry import SchemaError
 
 Stage = Literal["text", "first", "complete", "error"]
 STAGES: Final[tuple[Stage, ...]] = ("text", "first", "complete", "error")

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import orjson
 
-from service.contracts.codec import SchemaCodec, SchemaError
+from service.contracts.registry import SchemaError, SchemaRegistry
 from service.core.kinds.base import CallbackKind, Document, status_code
 from service.core.model import (
     CallbackEvent,
@@ -85,13 +85,13 @@ def normalize(
     *,
     kind: CallbackKind,
     received_at: datetime,
-    codec: SchemaCodec,
+    schemas: SchemaRegistry,
     provider_tz: tzinfo,
     task_ref: str | None = None,
 ) -> CallbackEvent | Rejection:
     """Validate a decoded callback of ``kind`` and build its v1 event."""
     return _event(decoded.document, decoded.task_id, kind=kind, received_at=received_at,
-                  codec=codec, provider_tz=provider_tz, task_ref=task_ref,
+                  schemas=schemas, provider_tz=provider_tz, task_ref=task_ref,
                   event_id=lambda task_id, stage: event_id_for(task_id, stage, body),
                   recovered_by=None)
 
@@ -102,7 +102,7 @@ def normalize_recovered(
     kind: CallbackKind,
     recovered_by: RecoveredBy,
     received_at: datetime,
-    codec: SchemaCodec,
+    schemas: SchemaRegistry,
     provider_tz: tzinfo,
     task_ref: str | None = None,
 ) -> CallbackEvent | Rejection:
@@ -110,7 +110,7 @@ def normalize_recovered(
     same validation, reader and shape as a received one, marked ``recovered_by``, with
     the id of :func:`recovered_event_id`."""
     return _event(document, kind.task_id(document), kind=kind, received_at=received_at,
-                  codec=codec, provider_tz=provider_tz, task_ref=task_ref,
+                  schemas=schemas, provider_tz=provider_tz, task_ref=task_ref,
                   event_id=lambda task_id, stage: recovered_event_id(task_id, stage,
                                                                     recovered_by),
                   recovered_by=recovered_by)
@@ -122,13 +122,13 @@ def _event(
     *,
     kind: CallbackKind,
     received_at: datetime,
-    codec: SchemaCodec,
+    schemas: SchemaRegistry,
     provider_tz: tzinfo,
     task_ref: str | None,
     event_id: Callable[[str, Stage], str],
     recovered_by: RecoveredBy | None,
 ) -> CallbackEvent | Rejection:
-    errors = codec.errors(kind.schema, document)
+    errors = schemas.errors(kind.schema, document)
     if errors:
         return Rejection("schema_violation", tuple(errors), task_id)
     if task_id is None:

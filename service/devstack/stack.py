@@ -41,7 +41,7 @@ class Child:
 
 def _children(env: Env) -> list[Child]:
     candidates = [
-        Child("gateway", "service.edge.main", env.port("DEV_GATEWAY_ADMIN_PORT", 8081)),
+        Child("gateway", "service.gateway.main", env.port("DEV_GATEWAY_ADMIN_PORT", 8081)),
         Child("archiver", "service.consumers.archiver.main",
               env.port("DEV_ARCHIVER_ADMIN_PORT", 8082)),
         Child("metrics", "service.consumers.metrics.main",
@@ -72,16 +72,16 @@ def run_dev_stack(env: Env) -> int:
         signal.signal(sig, lambda *_: stop.set())  # handlers only set a flag
 
     # Relative to the working directory (the checkout for make run), never inside an install.
-    data_dir = Path(env.str("DEV_DATA_DIR", ".dev-data")).resolve()
+    data_dir = Path(env.text("DEV_DATA_DIR", ".dev-data")).resolve()
     archive_dir = data_dir / "archive"
     archive_dir.mkdir(parents=True, exist_ok=True)
     http_port = env.port("HTTP_PORT", 8080)
 
     broker: TansuBroker | None = None
-    bootstrap = env.optional_str("KAFKA_BOOTSTRAP_SERVERS")
+    bootstrap = env.optional_text("KAFKA_BOOTSTRAP_SERVERS")
     child_env = dict(os.environ)
     if bootstrap is None:
-        broker = TansuBroker(port=env.int("DEV_BROKER_PORT", 0, minimum=0, maximum=65535) or None,
+        broker = TansuBroker(port=env.port("DEV_BROKER_PORT", 0) or None,
                              log_path=data_dir / "tansu.log").start()
         bootstrap = broker.bootstrap_servers
         child_env["KAFKA_ENABLE_IDEMPOTENCE"] = "false"  # Tansu has no idempotent producer

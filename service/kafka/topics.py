@@ -26,13 +26,13 @@ class TopicSpec:
 def project_topics(env: Env) -> list[TopicSpec]:
     """Every topic the project writes, with sizes that fit the largest accepted body."""
     topics = TopicNames.from_env(env)
-    partitions = env.int("TOPIC_PARTITIONS", 6, minimum=1, maximum=10_000)
-    replication = env.int("TOPIC_REPLICATION_FACTOR", 1, minimum=1, maximum=32)
-    max_body = env.int("MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
+    partitions = env.integer("TOPIC_PARTITIONS", 6, minimum=1, maximum=10_000)
+    replication = env.integer("TOPIC_REPLICATION_FACTOR", 1, minimum=1, maximum=32)
+    max_body = env.integer("MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
     big = {"max.message.bytes": str(max_record_bytes(max_body))}
-    min_isr = env.optional_str("TOPIC_MIN_INSYNC_REPLICAS")
+    min_isr = env.optional_text("TOPIC_MIN_INSYNC_REPLICAS")
     if min_isr is not None:
-        big["min.insync.replicas"] = str(env.int("TOPIC_MIN_INSYNC_REPLICAS", 1, minimum=1))
+        big["min.insync.replicas"] = str(env.integer("TOPIC_MIN_INSYNC_REPLICAS", 1, minimum=1))
     small = {k: v for k, v in big.items() if k != "max.message.bytes"}
     return [
         TopicSpec(topics.events, partitions, replication, dict(big)),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from service.config.gateway import GatewayConfig
-from service.edge.app import build_publisher
+from service.gateway.app import build_publisher
 from service.spool.forwarder import Forwarder
 from service.spool.framing import SpoolRecord
 from service.spool.lifecycle import open_spool

@@ -78,11 +78,11 @@ def _s3(parts: urllib.parse.SplitResult, url: str, env: Env) -> S3Store:
             raise ConfigError(STORAGE_URL_VARIABLE, f"invalid prefix in {url!r}: {exc}") from None
 
     region_variable = "AWS_REGION" if env.raw("AWS_REGION") is not None else "AWS_DEFAULT_REGION"
-    region = env.str(region_variable, DEFAULT_REGION)
+    region = env.text(region_variable, DEFAULT_REGION)
     if not _REGION.fullmatch(region):
         raise ConfigError(region_variable, f"expected a region like eu-west-1, got {region!r}")
 
-    access_key_id = env.optional_str("AWS_ACCESS_KEY_ID")
+    access_key_id = env.optional_text("AWS_ACCESS_KEY_ID")
     secret_access_key = env.secret("AWS_SECRET_ACCESS_KEY")
     if access_key_id is None and secret_access_key is not None:
         raise ConfigError("AWS_ACCESS_KEY_ID", "missing while AWS_SECRET_ACCESS_KEY is set")
@@ -93,7 +93,7 @@ def _s3(parts: urllib.parse.SplitResult, url: str, env: Env) -> S3Store:
         raise ConfigError("AWS_SESSION_TOKEN",
                           "set only together with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 
-    endpoint_url = env.optional_str("AWS_ENDPOINT_URL")
+    endpoint_url = env.optional_text("AWS_ENDPOINT_URL")
     if endpoint_url is not None:
         endpoint = urllib.parse.urlsplit(endpoint_url)
         if endpoint.scheme not in ("http", "https") or not endpoint.hostname:

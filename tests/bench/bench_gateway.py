@@ -23,10 +23,11 @@ import orjson
 
 from service.config.env import Env
 from service.kafka.topics import ensure_topics, project_topics
+from tests.harness.environments import gateway_config, gateway_env
+from tests.harness.examples import example
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import example, free_port
-from tests.support_kafka import gateway_config, gateway_env
-from tests.support_process import ServiceProcess
+from tests.harness.loopback import free_port
+from tests.harness.processes import ServiceProcess
 
 
 def _peak_rss_mib(pid: int) -> float:

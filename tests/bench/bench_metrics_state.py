@@ -20,7 +20,7 @@ import time
 import tracemalloc
 
 from service.config.env import Env
-from service.config.metrics import MetricsConfig
+from service.config.metrics_consumer import MetricsConsumerConfig
 from service.consumers.metrics.state import Partition, TaskStates
 
 STAGES = ("text", "first", "complete")
@@ -58,7 +58,7 @@ def make_states(max_entries: int, ttl: float) -> TaskStates[str]:
 
 
 def main() -> None:
-    defaults = MetricsConfig.from_env(Env({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}))
+    defaults = MetricsConsumerConfig.from_env(Env({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--max-entries", type=int,

@@ -13,9 +13,9 @@ import jsonschema_rs
 import msgspec
 import orjson
 
-from service.contracts.codec import SCHEMAS_DIR
+from service.contracts.registry import SCHEMAS_DIR
 from service.core.kinds import kind_named
-from tests.support import example_bytes
+from tests.harness.examples import example_bytes
 
 
 class Track(msgspec.Struct, forbid_unknown_fields=False):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fault.report import ROWS_KEY, render
+from tests.harness.fault_report import ROWS_KEY, render
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -27,16 +27,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.config.env import Env
 from service.config.kafka import KafkaSettings
-from service.edge.security import RateLimiter
+from service.gateway.security import RateLimiter
 from service.kafka.topics import ensure_topics, project_topics
 from service.spool.store import segment_paths
-from tests.fault.loadgen import LoadGenerator, RssSampler, Verdict, verify
-from tests.fault.report import ROWS_KEY, Row
+from tests.harness.environments import gateway_env
+from tests.harness.fault_report import ROWS_KEY, Row
 from tests.harness.kafka_broker import KafkaBroker
+from tests.harness.load_generator import LoadGenerator, RssSampler, Verdict, verify
+from tests.harness.loopback import free_port
+from tests.harness.processes import ServiceProcess
 from tests.harness.tcp_proxy import TcpProxy
-from tests.support import free_port
-from tests.support_kafka import gateway_env
-from tests.support_process import ServiceProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 

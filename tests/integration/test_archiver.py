@@ -2,8 +2,8 @@
 directory, and S3Proxy) and local HTTP servers on 127.0.0.1 that serve real audio (a WAV
 generated here) and images (a PNG generated here).
 
-Network safety: the ``jail`` fixture of tests/integration/test_download.py is active for
-every test here (autouse): a connect to a non-loopback address or a lookup of a real name
+Network safety: the ``jail`` fixture of tests/integration/conftest.py is active for every
+test here: a connect to a non-loopback address or a lookup of a real name
 fails and fails the test. Names in payload URLs are answered by an injected resolver.
 """
 
@@ -11,159 +11,54 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import struct
 import time
-import zlib
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
-from aiokafka import AIOKafkaProducer, ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from service.config.archiver import ArchiverConfig
 from service.config.env import Env
 from service.consumers.archiver.keys import archive_event_id
 from service.consumers.archiver.main import run_archiver
-from service.contracts.codec import ARCHIVE_FAILED_V1, ARCHIVED_V1, EVENT_V1, SchemaCodec
+from service.contracts.registry import ARCHIVE_FAILED_V1, ARCHIVED_V1, SchemaRegistry
 from service.contracts.vocabulary import FILE_ROLES, STEM_ROLES, FileRole
 from service.runtime import ShutdownFlag
 from service.storage.base import ObjectMetadata
 from service.storage.factory import open_store
+from tests.harness.environments import archiver_env, archiver_topics
+from tests.harness.factories import event_value, file_value, object_id, track_value
+from tests.harness.fakes import FakeResolver
 from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.kafka_fixtures import KafkaTopicFactory
-from tests.harness.s3proxy import S3ProxyServer
-from tests.integration.test_download import (
-    WAV,
-    Canary,
-    Jail,
-    Server,
-    Servers,
-    canaries,
-    jail,
-    servers,
-    wav_handler,
+from tests.harness.kafka_records import (
+    headers_of,
+    produce_events,
+    read_records,
+    unique,
+    values_of,
 )
-from tests.support import event_value, file_value, free_port, track_value
-from tests.support_kafka import headers_of, read_records, unique
-from tests.support_net import FakeResolver
+from tests.harness.loopback import Canary, Jail, free_port
+from tests.harness.media_server import PNG, WAV, Handler, Media, Servers, png_handler, wav_handler
+from tests.harness.s3proxy import S3ProxyServer
 
-pytestmark = pytest.mark.kafka
+# Every test here runs in the network jail (tests/integration/conftest.py): no packet
+# leaves loopback, no real name resolves.
+pytestmark = [pytest.mark.kafka, pytest.mark.usefixtures("jail")]
 
-# Fixtures shared with the downloader's tests; ``jail`` is autouse: no packet leaves loopback.
-SHARED_FIXTURES = (canaries, jail, servers)
-
-CODEC = SchemaCodec.load()
+SCHEMAS = SchemaRegistry.load()
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 SHA_WAV = hashlib.sha256(WAV).hexdigest()
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def make_png(width: int = 16, height: int = 16) -> bytes:
-    """A real RGB PNG (a gradient)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    rows = b"".join(
-        b"\x00" + bytes(v for x in range(width) for v in (x * 16 % 256, y * 16 % 256, 128))
-        for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
-
-
-PNG = make_png()
 SHA_PNG = hashlib.sha256(PNG).hexdigest()
 
 
-# --------------------------------------------------------------------------- events
-
-
-track = track_value
-
-
-def event(task_id: str, *tracks: dict[str, Any], stage: str = "complete",
-          event_id: str | None = None, kind: str = "extend-music",
-          files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """A valid event; without ``files`` a record written before files[] existed."""
-    document = event_value(task_id, *tracks, kind=kind, stage=stage, files=files,
-                           event_id=event_id)
-    assert CODEC.errors(EVENT_V1, document) == []
-    return document
-
-
-@dataclass(frozen=True)
-class Produced:
-    partition: int
-    offset: int
-
-
-async def produce(bootstrap: str, topic: str, *events: dict[str, Any]) -> list[Produced]:
-    """Publish like the gateway does: CloudEvents binary mode, key = task id, traceparent."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    placed: list[Produced] = []
-    try:
-        for document in events:
-            metadata = await producer.send_and_wait(
-                topic, orjson.dumps(document), key=document["task_id"].encode(),
-                headers=[("ce_specversion", b"1.0"), ("ce_id", document["event_id"].encode()),
-                         ("ce_type", f"music.callback.{document['kind']}."
-                          f"{document['stage']}".encode()),
-                         ("ce_source", f"/callbacks/{document['kind']}".encode()),
-                         ("content-type", b"application/json"),
-                         ("traceparent", TRACEPARENT.encode())])
-            placed.append(Produced(metadata.partition, metadata.offset))
-    finally:
-        await producer.stop()
-    return placed
-
-
-def values(records: list[ConsumerRecord[bytes, bytes]]) -> list[dict[str, Any]]:
-    return [orjson.loads(r.value or b"null") for r in records]
-
-
-def object_id(value: dict[str, Any]) -> tuple[str, str, str]:
-    return value["task_id"], value["track_id"], value["object"]
-
-
 # --------------------------------------------------------------------------- media server
-
-
-class Media:
-    """Route handlers for the local file server, with per-path hit counts."""
-
-    def __init__(self, servers: Servers) -> None:
-        self.servers = servers
-        self.hits: Counter[str] = Counter()
-        self.server: Server | None = None
-
-    def url(self, path: str) -> str:
-        assert self.server is not None
-        return self.server.at(path)
-
-    async def start(self, routes: dict[str, Handler]) -> Media:
-        def counted(path: str, handler: Handler) -> Handler:
-            async def wrapped(request: web.Request) -> web.StreamResponse:
-                self.hits[path] += 1
-                return await handler(request)
-            return wrapped
-
-        self.server = await self.servers.start({p: counted(p, h) for p, h in routes.items()})
-        return self
-
-
-def png_handler() -> Handler:
-    return wav_handler("image/png", PNG)
 
 
 def status_then(statuses: list[int], handler: Handler) -> Handler:
@@ -185,35 +80,6 @@ def redirect_to(location: str) -> Handler:
 
 
 # --------------------------------------------------------------------------- running it
-
-
-def archiver_env(bootstrap: str, topics: tuple[str, str, str], storage_url: str,
-                 **overrides: str) -> dict[str, str]:
-    events, archived, dead = topics
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "EVENTS_TOPIC": events,
-        "ARCHIVED_TOPIC": archived,
-        "ARCHIVE_DLQ_TOPIC": dead,
-        "ARCHIVE_STORAGE_URL": storage_url,
-        "ARCHIVER_GROUP_ID": unique("archiver"),
-        "ARCHIVE_ALLOW_LOOPBACK": "true",
-        "ADMIN_HOST": "127.0.0.1",
-        "ADMIN_PORT": str(free_port()),
-        "ARCHIVE_CONNECT_TIMEOUT_SECONDS": "1",
-        "ARCHIVE_TOTAL_TIMEOUT_SECONDS": "5",
-        "ARCHIVE_READ_TIMEOUT_SECONDS": "2",
-        "ARCHIVE_RETRY_ATTEMPTS": "3",
-        "ARCHIVE_RETRY_BASE_DELAY_SECONDS": "0.05",
-        "ARCHIVE_RETRY_MAX_DELAY_SECONDS": "0.2",
-        "SHUTDOWN_TIMEOUT_SECONDS": "2",
-    }
-    env.update(overrides)
-    return env
-
-
-def make_topics(factory: KafkaTopicFactory) -> tuple[str, str, str]:
-    return factory(partitions=2), factory(partitions=1), factory(partitions=1)
 
 
 @dataclass
@@ -303,21 +169,22 @@ async def test_happy_path_stores_audio_and_covers_and_reports_them(
                  "AWS_SECRET_ACCESS_KEY": s3.secret_access_key, "AWS_REGION": s3.region}
     else:
         storage_url, extra = (tmp_path / "archive").as_uri(), {}
-    topics = make_topics(kafka_topic_factory)
+    topics = archiver_topics(kafka_topic_factory)
     env = archiver_env(kafka_broker.bootstrap_servers, topics, storage_url, **extra)
     title = "Ünïcødé 🎵 «Song» 100% a/b"
-    document = event(
+    document = event_value(
         "task/happy 1",  # ids are percent-encoded into the key
-        track("t1", audio=media.url("/a.wav"), image=media.url("/c.png")),
-        track("t2", source_audio=media.url("/src.wav"), source_image=media.url("/src.png"),
-              title=title, duration=187.25),
-        track("t3"),  # no audio yet: nothing to do
+        track_value("t1", audio=media.url("/a.wav"), image=media.url("/c.png")),
+        track_value("t2", source_audio=media.url("/src.wav"), source_image=media.url("/src.png"),
+                    title=title, duration=187.25),
+        track_value("t3"),  # no audio yet: nothing to do
     )
-    await produce(kafka_broker.bootstrap_servers, topics[0], document)
+    await produce_events(kafka_broker.bootstrap_servers, topics[0], document,
+                         traceparent=TRACEPARENT)
     archiver = await archivers(env)
 
     records = await read_records(kafka_broker.bootstrap_servers, topics[1], expect=4)
-    reports = {object_id(v): (v, headers_of(r)) for v, r in zip(values(records), records,
+    reports = {object_id(v): (v, headers_of(r)) for v, r in zip(values_of(records), records,
                                                                  strict=True)}
     assert len(records) == 4
     prefix = "task%2Fhappy%201"
@@ -330,7 +197,7 @@ async def test_happy_path_stores_audio_and_covers_and_reports_them(
     store = open_store(storage_url, Env(env))
     for (track_id, kind), (url, sha, size, content_type) in expected.items():
         value, headers = reports[("task/happy 1", track_id, kind)]
-        assert CODEC.errors(ARCHIVED_V1, value) == []
+        assert SCHEMAS.errors(ARCHIVED_V1, value) == []
         key = f"{prefix}/{track_id}/{kind}"
         assert value["uri"] == store.uri(key)
         assert (value["sha256"], value["size"], value["content_type"], value["source_url"]) \
@@ -388,14 +255,15 @@ async def test_redelivery_duplicates_and_first_then_complete_store_each_object_o
     media = await Media(servers).start({"/1.wav": wav_handler(), "/1.png": png_handler(),
                                         "/2.wav": wav_handler(), "/2.png": png_handler(),
                                         "/1-later.wav": wav_handler()})
-    topics = make_topics(kafka_topic_factory)
+    topics = archiver_topics(kafka_topic_factory)
     env = archiver_env(kafka_broker.bootstrap_servers, topics, (tmp_path / "a").as_uri())
-    one = track("t1", audio=media.url("/1.wav"), image=media.url("/1.png"))
-    first = event("task-dup", one, stage="first")
+    one = track_value("t1", audio=media.url("/1.wav"), image=media.url("/1.png"))
+    first = event_value("task-dup", one, stage="first")
     # The complete callback names another URL for t1: it must not replace the stored one.
-    complete = event("task-dup", {**one, "audio_url": media.url("/1-later.wav")},
-                     track("t2", audio=media.url("/2.wav"), image=media.url("/2.png")))
-    await produce(kafka_broker.bootstrap_servers, topics[0], first, complete, complete)
+    complete = event_value("task-dup", {**one, "audio_url": media.url("/1-later.wav")},
+                           track_value("t2", audio=media.url("/2.wav"), image=media.url("/2.png")))
+    await produce_events(kafka_broker.bootstrap_servers, topics[0], first, complete, complete,
+                         traceparent=TRACEPARENT)
 
     archiver = await archivers(env)
     records = await read_records(kafka_broker.bootstrap_servers, topics[1], expect=10)
@@ -409,7 +277,7 @@ async def test_redelivery_duplicates_and_first_then_complete_store_each_object_o
     assert await again.stop() == 0
 
     by_object: dict[tuple[str, str, str], list[tuple[str, bool]]] = {}
-    for record, value in zip(records, values(records), strict=True):
+    for record, value in zip(records, values_of(records), strict=True):
         by_object.setdefault(object_id(value), []).append(
             (headers_of(record)["ce_id"], value["already_stored"]))
     assert sorted(by_object) == [("task-dup", "t1", "audio"), ("task-dup", "t1", "cover"),
@@ -449,7 +317,7 @@ async def test_failed_downloads_are_dead_lettered_with_their_reason(
         "/to-private": redirect_to("http://evil.test:8080/x.wav"),  # -> 10.0.0.5
     }
     media = await Media(servers).start(routes)
-    topics = make_topics(kafka_topic_factory)
+    topics = archiver_topics(kafka_topic_factory)
     env = archiver_env(kafka_broker.bootstrap_servers, topics, (tmp_path / "a").as_uri(),
                        ARCHIVE_MAX_BYTES="300000", ARCHIVE_TOTAL_TIMEOUT_SECONDS="1",
                        ARCHIVE_RETRY_ATTEMPTS="2")
@@ -462,22 +330,23 @@ async def test_failed_downloads_are_dead_lettered_with_their_reason(
         "t-metadata": ("/to-metadata", "forbidden_address", 1),
         "t-private": ("/to-private", "forbidden_address", 1),
     }
-    document = event(
+    document = event_value(
         "task-fail",
-        track("t-ok", audio=media.url("/ok.wav"), image=media.url("/ok.png")),
-        track("t-flaky", audio=media.url("/flaky.wav")),
-        *(track(track_id, audio=media.url(path)) for track_id, (path, _, _) in cases.items()),
+        track_value("t-ok", audio=media.url("/ok.wav"), image=media.url("/ok.png")),
+        track_value("t-flaky", audio=media.url("/flaky.wav")),
+        *(track_value(track_id, audio=media.url(path)) for track_id, (path, _, _) in cases.items()),
     )
-    [placed] = await produce(kafka_broker.bootstrap_servers, topics[0], document)
+    [placed] = await produce_events(kafka_broker.bootstrap_servers, topics[0], document,
+                                    traceparent=TRACEPARENT)
     archiver = await archivers(env, resolver=resolver)
 
     dead = await read_records(kafka_broker.bootstrap_servers, topics[2], expect=len(cases))
     archived = await read_records(kafka_broker.bootstrap_servers, topics[1], expect=3)
-    assert sorted(object_id(v)[1:] for v in values(archived)) == [
+    assert sorted(object_id(v)[1:] for v in values_of(archived)) == [
         ("t-flaky", "audio"), ("t-ok", "audio"), ("t-ok", "cover")]
     assert len(dead) == len(cases)
-    for record, value in zip(dead, values(dead), strict=True):
-        assert CODEC.errors(ARCHIVE_FAILED_V1, value) == []
+    for record, value in zip(dead, values_of(dead), strict=True):
+        assert SCHEMAS.errors(ARCHIVE_FAILED_V1, value) == []
         path, reason, attempts = cases[value["track_id"]]
         assert record.key == b"task-fail"
         assert (value["object"], value["url"], value["reason"]) == ("audio", media.url(path),
@@ -527,21 +396,23 @@ async def test_names_resolving_to_forbidden_addresses_are_refused_without_connec
         "t-mapped": f"http://[::ffff:127.0.0.1]:{v4}/a.wav",
         "t-ftp": f"ftp://127.0.0.1:{v4}/a.wav",
     }
-    topics = make_topics(kafka_topic_factory)
+    topics = archiver_topics(kafka_topic_factory)
     # Production setting: loopback refused like any other internal address.
     env = archiver_env(kafka_broker.bootstrap_servers, topics, (tmp_path / "a").as_uri(),
                        ARCHIVE_ALLOW_LOOPBACK="false")
-    document = event("task-ssrf", *(track(t, audio=u, image=u) for t, u in urls.items()))
-    await produce(kafka_broker.bootstrap_servers, topics[0], document)
+    document = event_value("task-ssrf",
+                           *(track_value(t, audio=u, image=u) for t, u in urls.items()))
+    await produce_events(kafka_broker.bootstrap_servers, topics[0], document,
+                         traceparent=TRACEPARENT)
     archiver = await archivers(env, resolver=resolver)
 
     dead = await read_records(kafka_broker.bootstrap_servers, topics[2], expect=2 * len(urls))
     assert len(dead) == 2 * len(urls)
-    reasons = {(v["track_id"], v["object"]): v["reason"] for v in values(dead)}
+    reasons = {(v["track_id"], v["object"]): v["reason"] for v in values_of(dead)}
     for track_id in urls:
         expected = "forbidden_scheme" if track_id == "t-ftp" else "forbidden_address"
         assert reasons[(track_id, "audio")] == reasons[(track_id, "cover")] == expected
-    assert all(CODEC.errors(ARCHIVE_FAILED_V1, v) == [] for v in values(dead))
+    assert all(SCHEMAS.errors(ARCHIVE_FAILED_V1, v) == [] for v in values_of(dead))
     assert archiver.metric("archiver_downloads_total", outcome="ok") == 0
     assert await archiver.stop() == 0
     assert all(canary.accepted == 0 for canary in canaries.values())
@@ -560,10 +431,11 @@ async def test_storage_outage_is_not_dead_lettered_and_nothing_is_committed(
     media = await Media(servers).start({"/a.wav": wav_handler()})
     blocker = tmp_path / "mount"
     blocker.write_bytes(b"not a directory")  # the storage "device" is broken
-    topics = make_topics(kafka_topic_factory)
+    topics = archiver_topics(kafka_topic_factory)
     env = archiver_env(kafka_broker.bootstrap_servers, topics, (blocker / "archive").as_uri())
-    await produce(kafka_broker.bootstrap_servers, topics[0],
-                  event("task-outage", track("t1", audio=media.url("/a.wav"))))
+    await produce_events(kafka_broker.bootstrap_servers, topics[0],
+                         event_value("task-outage", track_value("t1", audio=media.url("/a.wav"))),
+                         traceparent=TRACEPARENT)
 
     broken = await archivers(env, ready=False)
     assert await asyncio.wait_for(broken.task, 30) == 1  # an outage stops the process
@@ -615,21 +487,22 @@ async def test_every_file_role_is_stored_with_its_content_type_under_its_key(
     routes["/expired.mp3"] = status_then([404] * 5, wav_handler())
     media = await Media(servers).start(routes)
     u = media.url
-    topics = make_topics(kafka_topic_factory)
+    topics = archiver_topics(kafka_topic_factory)
     root = tmp_path / "archive"
     env = archiver_env(kafka_broker.bootstrap_servers, topics, root.as_uri())
-    generated = track("g1", audio=u("/g.mp3"), image=u("/g.jpg"), title="Song", duration=95.0)
+    generated = track_value("g1", audio=u("/g.mp3"), image=u("/g.jpg"), title="Song", duration=95.0)
     documents = [
-        event("video-1", kind="music-video", files=[file_value("video", u("/v.mp4"))]),
-        event("wav-1", kind="wav", files=[file_value("wav", u("/w.wav"), track_id="tr-w")]),
-        event("image-1", kind="cover-image", files=[file_value("image", u("/1.png")),
-                                                   file_value("image", u("/2.jpg"))]),
-        event("sep-1", kind="vocal-separation", files=[  # every stem
+        event_value("video-1", kind="music-video", files=[file_value("video", u("/v.mp4"))]),
+        event_value("wav-1", kind="wav", files=[file_value("wav", u("/w.wav"), track_id="tr-w")]),
+        event_value("image-1", kind="cover-image", files=[file_value("image", u("/1.png")),
+                                                         file_value("image", u("/2.jpg"))]),
+        event_value("sep-1", kind="vocal-separation", files=[  # every stem
             file_value(name, u(stem_path(name))) for name in STEM_ROLES]),
-        event("gen-1", generated, kind="generate-music", files=[
+        event_value("gen-1", generated, kind="generate-music", files=[
             file_value("audio", u("/expired.mp3"), fallback=u("/g.mp3"), track_id="g1"),
             file_value("cover", u("/g.jpg"), track_id="g1")]),
-        event("old-1", track("o1", audio=u("/old.wav"), image=u("/old.png"))),  # no files
+        # no files[]: a record written before it existed
+        event_value("old-1", track_value("o1", audio=u("/old.wav"), image=u("/old.png"))),
     ]
     # (task, track segment, object name) -> (kind, role, track id, path served)
     expected: dict[tuple[str, str, str], tuple[str, str, str | None, str]] = {
@@ -644,19 +517,20 @@ async def test_every_file_role_is_stored_with_its_content_type_under_its_key(
         ("old-1", "o1", "audio"): ("extend-music", "audio", "o1", "/old.wav"),
         ("old-1", "o1", "cover"): ("extend-music", "cover", "o1", "/old.png"),
     }
-    await produce(kafka_broker.bootstrap_servers, topics[0], *documents)
+    await produce_events(kafka_broker.bootstrap_servers, topics[0], *documents,
+                         traceparent=TRACEPARENT)
     archiver = await archivers(env)
 
     records = await read_records(kafka_broker.bootstrap_servers, topics[1],
                                  expect=len(expected))
     assert len(records) == len(expected)
     store = open_store(root.as_uri(), Env(env))
-    reports = {value["uri"]: value for value in values(records)}
+    reports = {value["uri"]: value for value in values_of(records)}
     for (task_id, segment, name), (kind, role, track_id, path) in expected.items():
         key = f"{task_id}/{segment}/{name}"
         content_type, body = served[path]
         value = reports[store.uri(key)]
-        assert CODEC.errors(ARCHIVED_V1, value) == [], key
+        assert SCHEMAS.errors(ARCHIVED_V1, value) == [], key
         assert (value["task_id"], value["track_id"], value["object"], value["kind"]) == (
             task_id, track_id, role, kind), key
         assert (value["content_type"], value["size"], value["source_url"]) == (
@@ -700,23 +574,24 @@ async def test_each_role_has_its_own_size_limit_and_content_types(
         "/image-as-audio.mp3": png_handler(),
     })
     u = media.url
-    topics = make_topics(kafka_topic_factory)
+    topics = archiver_topics(kafka_topic_factory)
     root = tmp_path / "archive"
     env = archiver_env(kafka_broker.bootstrap_servers, topics, root.as_uri(),
                        ARCHIVE_MAX_BYTES="300000", ARCHIVE_MAX_BYTES_COVER=str(len(PNG) - 1))
     documents = [
-        event("video-ok", kind="music-video", files=[file_value("video", u("/big.mp4"))]),
-        event("audio-big", kind="generate-music", files=[
+        event_value("video-ok", kind="music-video", files=[file_value("video", u("/big.mp4"))]),
+        event_value("audio-big", kind="generate-music", files=[
             file_value("audio", u("/big.mp3"), track_id="t1"),
             file_value("cover", u("/small.png"), track_id="t1")]),
-        event("bad-types", kind="music-video", files=[
+        event_value("bad-types", kind="music-video", files=[
             file_value("video", u("/song-as-video.mp4"))]),
-        event("bad-image", kind="cover-image", files=[
+        event_value("bad-image", kind="cover-image", files=[
             file_value("image", u("/video-as-image.png"))]),
-        event("bad-stem", kind="vocal-separation", files=[
+        event_value("bad-stem", kind="vocal-separation", files=[
             file_value("vocal", u("/image-as-audio.mp3"))]),
     ]
-    await produce(kafka_broker.bootstrap_servers, topics[0], *documents)
+    await produce_events(kafka_broker.bootstrap_servers, topics[0], *documents,
+                         traceparent=TRACEPARENT)
     archiver = await archivers(env)
 
     dead = await read_records(kafka_broker.bootstrap_servers, topics[2], expect=5)
@@ -724,7 +599,7 @@ async def test_each_role_has_its_own_size_limit_and_content_types(
     video = orjson.loads(stored.value or b"")
     assert (video["task_id"], video["object"], video["size"]) == ("video-ok", "video", len(big))
     assert (root / "video-ok/_/video").read_bytes() == big
-    failures = {(v["task_id"], v["object"]): (v["reason"], v["kind"]) for v in values(dead)}
+    failures = {(v["task_id"], v["object"]): (v["reason"], v["kind"]) for v in values_of(dead)}
     assert failures == {
         ("audio-big", "audio"): ("too_large", "generate-music"),
         ("audio-big", "cover"): ("too_large", "generate-music"),  # ARCHIVE_MAX_BYTES_COVER
@@ -732,7 +607,7 @@ async def test_each_role_has_its_own_size_limit_and_content_types(
         ("bad-image", "image"): ("bad_content_type", "cover-image"),
         ("bad-stem", "vocal"): ("bad_content_type", "vocal-separation"),
     }
-    assert all(CODEC.errors(ARCHIVE_FAILED_V1, v) == [] for v in values(dead))
+    assert all(SCHEMAS.errors(ARCHIVE_FAILED_V1, v) == [] for v in values_of(dead))
     assert archiver.metric("archiver_dead_lettered_total", reason="too_large") == 2
     assert await archiver.stop() == 0
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [

@@ -19,28 +19,17 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from tests.harness.environments import archiver_env, archiver_topics
+from tests.harness.factories import event_value, object_id, track_value
 from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.kafka_fixtures import KafkaTopicFactory
-from tests.integration.test_archiver import (
-    PNG,
-    Handler,
-    Media,
-    archiver_env,
-    event,
-    make_topics,
-    object_id,
-    png_handler,
-    produce,
-    track,
-    values,
-)
-from tests.integration.test_download import WAV, Servers, jail, servers, wav_handler
-from tests.support import free_port
-from tests.support_kafka import headers_of, read_records
-from tests.support_process import ServiceProcess, run_command
+from tests.harness.kafka_records import headers_of, produce_events, read_records, values_of
+from tests.harness.loopback import free_port
+from tests.harness.media_server import PNG, WAV, Handler, Media, Servers, png_handler, wav_handler
+from tests.harness.processes import ServiceProcess, assert_configuration_error
 
-# ``jail`` is autouse (nothing in this process leaves loopback); ``servers`` serves media.
-SHARED_FIXTURES = (jail, servers)
+# Nothing in this process leaves loopback (the jail of tests/integration/conftest.py).
+pytestmark = pytest.mark.usefixtures("jail")
 
 Records = list[ConsumerRecord[bytes, bytes]]
 
@@ -61,9 +50,7 @@ def test_bad_configuration_fails_fast_naming_the_variable(
     overrides: dict[str, str], variable: str, tmp_path: Path,
 ) -> None:
     env = archiver_env("127.0.0.1:9", ("e", "a", "d"), (tmp_path / "a").as_uri(), **overrides)
-    result = run_command(["archiver"], env, timeout=20)
-    assert result.returncode == 2
-    assert f"configuration error: {variable}:" in result.stderr
+    assert_configuration_error(["archiver"], env, variable, timeout=20)
 
 
 class Stall:
@@ -119,7 +106,7 @@ async def committed_offsets(bootstrap: str, group: str, topic: str,
 
 
 def covers(expected: set[tuple[str, str, str]]) -> Callable[[Records], bool]:
-    return lambda records: {object_id(v) for v in values(records)} >= expected
+    return lambda records: {object_id(v) for v in values_of(records)} >= expected
 
 
 def info_lines_without_urls(lines: list[dict[str, Any]]) -> bool:
@@ -136,16 +123,18 @@ async def test_kill_9_mid_download_then_restart_stores_everything_exactly_once(
     routes: dict[str, Handler] = {"/a1.wav": wav_handler(), "/c1.png": png_handler(),
                                   "/a2.wav": stall, "/c2.png": png_handler()}
     media = await Media(servers).start(routes)
-    topics = make_topics(kafka_topic_factory)
+    topics = archiver_topics(kafka_topic_factory)
     root = tmp_path / "archive"
     admin_port = free_port()
     env = archiver_env(kafka_broker.bootstrap_servers, topics, root.as_uri(),
                        ADMIN_PORT=str(admin_port), ARCHIVE_TOTAL_TIMEOUT_SECONDS="60",
                        ARCHIVE_READ_TIMEOUT_SECONDS="60")
     bootstrap = kafka_broker.bootstrap_servers
-    first = event("task-a", track("a1", audio=media.url("/a1.wav"), image=media.url("/c1.png")))
-    second = event("task-b", track("b1", audio=media.url("/a2.wav"), image=media.url("/c2.png")))
-    await produce(bootstrap, topics[0], first, second)
+    first = event_value("task-a", track_value("a1", audio=media.url("/a1.wav"),
+                                              image=media.url("/c1.png")))
+    second = event_value("task-b", track_value("b1", audio=media.url("/a2.wav"),
+                                               image=media.url("/c2.png")))
+    await produce_events(bootstrap, topics[0], first, second)
     everything = {("task-a", "a1", "audio"), ("task-a", "a1", "cover"),
                   ("task-b", "b1", "audio"), ("task-b", "b1", "cover")}
     before_kill = everything - {("task-b", "b1", "audio")}
@@ -189,7 +178,7 @@ async def test_kill_9_mid_download_then_restart_stores_everything_exactly_once(
         assert (root / name).read_bytes() == body
     # Reports: each object stored (already_stored false) at most once, re-reports share ids.
     by_object: dict[tuple[str, str, str], list[tuple[str, bool]]] = {}
-    for record, value in zip(records, values(records), strict=True):
+    for record, value in zip(records, values_of(records), strict=True):
         by_object.setdefault(object_id(value), []).append(
             (headers_of(record)["ce_id"], value["already_stored"]))
     assert set(by_object) == everything
@@ -220,7 +209,7 @@ async def test_sigterm_abandons_the_stalled_download_and_commits_what_is_done(
 ) -> None:
     stall = Stall(WAV, "audio/wav")
     media = await Media(servers).start({"/ok.wav": wav_handler(), "/stall.wav": stall})
-    topics = make_topics(kafka_topic_factory)
+    topics = archiver_topics(kafka_topic_factory)
     root = tmp_path / "archive"
     admin_port = free_port()
     env = archiver_env(kafka_broker.bootstrap_servers, topics, root.as_uri(),
@@ -228,9 +217,9 @@ async def test_sigterm_abandons_the_stalled_download_and_commits_what_is_done(
                        ARCHIVE_READ_TIMEOUT_SECONDS="60", SHUTDOWN_TIMEOUT_SECONDS="1")
     bootstrap = kafka_broker.bootstrap_servers
     # Same task id, so the same partition: the done event precedes the stalled one.
-    done = event("task-t", track("ok", audio=media.url("/ok.wav")))
-    stuck = event("task-t", track("stuck", audio=media.url("/stall.wav")))
-    placed = await produce(bootstrap, topics[0], done, stuck)
+    done = event_value("task-t", track_value("ok", audio=media.url("/ok.wav")))
+    stuck = event_value("task-t", track_value("stuck", audio=media.url("/stall.wav")))
+    placed = await produce_events(bootstrap, topics[0], done, stuck)
 
     process = ServiceProcess(["archiver"], env, tmp_path).start()
     try:

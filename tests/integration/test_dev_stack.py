@@ -7,8 +7,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.support import example_bytes, free_port
-from tests.support_process import ServiceProcess
+from tests.harness.examples import example_bytes
+from tests.harness.loopback import free_port
+from tests.harness.processes import ServiceProcess
 
 
 def dev_env(tmp_path: Path, ports: dict[str, int]) -> dict[str, str]:
@@ -74,7 +75,7 @@ async def test_dev_stack_starts_the_reconciler_when_a_provider_key_is_set(
 
     import orjson
 
-    from tests.support_provider import FakeProvider, answer
+    from tests.harness.fake_provider import FakeProvider, answer
 
     provider = FakeProvider(api_key=secrets.token_urlsafe(24))
     await provider.start()

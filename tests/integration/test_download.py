@@ -1,26 +1,22 @@
 """Archiver downloader against local aiohttp servers on 127.0.0.1 (no Kafka, no storage).
 
-Safety net: the autouse ``jail`` fixture patches ``socket.socket.connect``/``connect_ex`` and
-``socket.getaddrinfo`` for every test here. Any attempt to connect to a non-loopback address
-or to resolve a non-numeric name is recorded and fails before reaching the OS, and the test
-errors at teardown. Refusal tests additionally assert that no connection was attempted at
-all (``jail.connects`` empty, no aiohttp ``connection_create_end``/``request_headers_sent``),
+Safety net: the ``jail`` fixture (tests/integration/conftest.py), taken by every test here,
+patches ``socket.socket.connect``/``connect_ex`` and ``socket.getaddrinfo``. Any attempt to
+connect to a non-loopback address or to resolve a non-numeric name is recorded and fails
+before reaching the OS, and the test errors at teardown. Refusal tests additionally assert
+that no connection was attempted at all (``jail.connects`` empty, no aiohttp
+``connection_create_end``/``request_headers_sent``),
 and loopback refusals are checked against canary listeners that must accept nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
-import io
-import ipaddress
-import math
 import socket
-import struct
 import time
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +39,12 @@ from service.consumers.archiver.netguard import (
     GuardedConnector,
     GuardedResolver,
 )
-from tests.support_net import FakeResolver
+from tests.harness.fakes import FakeResolver
+from tests.harness.loopback import Canary, Jail
+from tests.harness.media_server import WAV, Handler, Servers, wav_handler
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
     from pathlib import Path
     from types import SimpleNamespace
 
@@ -54,85 +52,8 @@ LOOPBACK_OK = AddressPolicy(allow_loopback=True)  # test-only allowance
 STRICT = AddressPolicy()
 LIMITS = DownloadLimits(max_bytes=1 << 20, connect_timeout=2.0, total_timeout=5.0, read_timeout=5.0)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def make_wav(seconds: float = 2.0, rate: int = 22050) -> bytes:
-    """A real mono 16-bit PCM WAV: a 440 Hz tone."""
-    frames = bytearray()
-    for i in range(int(seconds * rate)):
-        frames += struct.pack("<h", int(12000 * math.sin(2 * math.pi * 440 * i / rate)))
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(bytes(frames))
-    return buf.getvalue()
-
-
-WAV = make_wav()
-
-
-# --------------------------------------------------------------------------- network jail
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
-
-
-@dataclass
-class Jail:
-    connects: list[tuple[str, int]] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)
-
-
-@pytest.fixture(autouse=True)
-def jail(monkeypatch: pytest.MonkeyPatch) -> Iterator[Jail]:
-    state = Jail()
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-    real_getaddrinfo = socket.getaddrinfo
-
-    def check(address: Any) -> None:
-        if isinstance(address, tuple):
-            host = str(address[0])
-            state.connects.append((host, int(address[1])))
-            if not _is_loopback(host):
-                state.blocked.append(f"connect {address!r}")
-                raise PermissionError(errno.EACCES, f"test jail: non-loopback {address!r}")
-
-    def connect(self: socket.socket, address: Any) -> None:
-        check(address)
-        real_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: Any) -> int:
-        check(address)
-        return real_connect_ex(self, address)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host is not None:
-            name = host.decode() if isinstance(host, bytes) else str(host)
-            try:
-                ipaddress.ip_address(name.split("%", 1)[0])
-            except ValueError:
-                state.blocked.append(f"getaddrinfo {name!r}")
-                raise socket.gaierror(
-                    socket.EAI_NONAME, f"test jail: no DNS for {name!r}"
-                ) from None
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield state
-    assert state.blocked == [], "a test tried to leave loopback or resolve a real name"
+# Every test here runs in the network jail: no packet leaves loopback, no real name resolves.
+pytestmark = pytest.mark.usefixtures("jail")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -164,75 +85,6 @@ class Probe:
         self.events.append(f"headers_sent {params.url}")
 
 
-@dataclass
-class Server:
-    url: URL
-    hits: list[tuple[float, str]]
-
-    @property
-    def port(self) -> int:
-        port = self.url.port
-        assert port is not None
-        return port
-
-    def at(self, path: str) -> str:
-        return f"{self.url}{path}"
-
-
-class Servers:
-    def __init__(self) -> None:
-        self.runners: list[web.AppRunner] = []
-        self.raw: list[asyncio.Server] = []
-        self.release = asyncio.Event()  # set at teardown: lets stalled handlers finish
-
-    async def start(self, routes: dict[str, Handler]) -> Server:
-        hits: list[tuple[float, str]] = []
-
-        @web.middleware
-        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-            hits.append((time.monotonic(), request.path_qs))
-            return await handler(request)
-
-        app = web.Application(middlewares=[record])
-        for path, handler in routes.items():
-            app.router.add_get(path, handler)
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        self.runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        return Server(URL(f"http://127.0.0.1:{port}"), hits)
-
-    async def start_raw(self, response: bytes) -> Server:
-        """A hand-written HTTP/1.1 server answering every request with ``response``."""
-        hits: list[tuple[float, str]] = []
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            head = await reader.readuntil(b"\r\n\r\n")
-            hits.append((time.monotonic(), head.split(b" ", 2)[1].decode()))
-            writer.write(response)
-            await writer.drain()
-            writer.close()
-
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        self.raw.append(server)
-        port = server.sockets[0].getsockname()[1]
-        return Server(URL(f"http://127.0.0.1:{port}"), hits)
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[Servers]:
-    state = Servers()
-    yield state
-    state.release.set()
-    for runner in state.runners:
-        await runner.cleanup()
-    for server in state.raw:
-        server.close()
-        await server.wait_closed()
-
-
 SessionFactory = Callable[..., aiohttp.ClientSession]
 
 
@@ -258,57 +110,6 @@ async def sessions() -> AsyncIterator[SessionFactory]:
     yield make
     for session in made:
         await session.close()
-
-
-@dataclass
-class Canary:
-    port: int
-    accepted: int = 0
-    received: list[bytes] = field(default_factory=list)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-async def start_canary(host: str) -> tuple[Canary, asyncio.Server]:
-    canary = Canary(port=0)
-
-    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        canary.accepted += 1
-        try:
-            data = await asyncio.wait_for(reader.read(65536), 3)
-        except TimeoutError:
-            data = b"<no EOF>"
-        canary.received.append(data)
-        writer.close()
-        canary.done.set()
-
-    server = await asyncio.start_server(on_connection, host, 0)
-    canary.port = server.sockets[0].getsockname()[1]
-    return canary, server
-
-
-@pytest.fixture
-async def canaries() -> AsyncIterator[dict[str, Canary]]:
-    """Listeners on 127.0.0.1 and (if available) ::1 that must never be reached."""
-    found: dict[str, Canary] = {}
-    started: list[asyncio.Server] = []
-    for host in ("127.0.0.1", "::1"):
-        try:
-            canary, server = await start_canary(host)
-        except OSError:
-            continue
-        found[host] = canary
-        started.append(server)
-    yield found
-    for server in started:
-        server.close()
-        await server.wait_closed()
-
-
-def wav_handler(content_type: str = "audio/wav", body: bytes = WAV) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=body, headers={"Content-Type": content_type})
-
-    return handler
 
 
 def leftovers(directory: Path) -> list[str]:

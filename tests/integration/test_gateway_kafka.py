@@ -15,18 +15,20 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from service.config.env import Env
-from service.contracts.codec import EVENT_V1, REJECTED_V1, SchemaCodec
+from service.contracts.registry import EVENT_V1, REJECTED_V1, SchemaRegistry
 from service.core.kinds import kind_named
 from service.core.normalize import event_id_for
 from service.core.records import body_from_rejected
-from service.edge.app import PUBLISHER_KEY, create_app
+from service.gateway.app import PUBLISHER_KEY, create_app
 from service.kafka.topics import ensure_topics, project_topics
+from tests.harness.environments import gateway_config, gateway_env
+from tests.harness.examples import example_bytes
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import example_bytes, free_port
-from tests.support_kafka import gateway_config, gateway_env, headers_of, read_records
+from tests.harness.kafka_records import headers_of, read_records
+from tests.harness.loopback import free_port
 
 pytestmark = pytest.mark.kafka
-CODEC = SchemaCodec.load()
+SCHEMAS = SchemaRegistry.load()
 CALLBACK_PATH = kind_named("extend-music").route
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -72,12 +74,12 @@ async def test_documented_example_becomes_exactly_one_event(
     assert headers["ce_source"] == "/callbacks/extend-music"
     assert headers["ce_type"] == "music.callback.extend-music.complete"
     assert headers["ce_subject"] == "2fac****9f72"
-    assert headers["ce_dataschema"] == CODEC.schema_id(EVENT_V1)
+    assert headers["ce_dataschema"] == SCHEMAS.schema_id(EVENT_V1)
     assert headers["content-type"] == "application/json"
     assert headers["ce_time"].endswith("Z")
     assert record.value is not None
     event = orjson.loads(record.value)
-    assert CODEC.errors(EVENT_V1, event) == []
+    assert SCHEMAS.errors(EVENT_V1, event) == []
     assert event["event_id"] == expected_id
     assert event["received_at"] == headers["ce_time"]
     assert event["tracks"][0]["tags"] == ["electrifying", "rock"]
@@ -117,7 +119,7 @@ async def test_invalid_body_lands_on_the_rejected_topic_before_the_400(
     assert records[0].key == b"t-77"
     assert records[0].value is not None
     value = orjson.loads(records[0].value)
-    assert CODEC.errors(REJECTED_V1, value) == []
+    assert SCHEMAS.errors(REJECTED_V1, value) == []
     assert value["reason"] == "schema_violation"
     assert value["content_type"] == "application/json"
     assert body_from_rejected(value) == body

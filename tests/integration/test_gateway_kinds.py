@@ -14,18 +14,19 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from service.config.env import Env
-from service.contracts.codec import EVENT_V1, REJECTED_V1, SchemaCodec
+from service.contracts.registry import EVENT_V1, REJECTED_V1, SchemaRegistry
 from service.core.kinds import KINDS, CallbackKind
 from service.core.model import CallbackEvent, Decoded
 from service.core.normalize import decode, normalize
-from service.edge.app import PUBLISHER_KEY, create_app
+from service.gateway.app import PUBLISHER_KEY, create_app
 from service.kafka.topics import ensure_topics, project_topics
+from tests.harness.environments import gateway_config, gateway_env
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import EXAMPLES
-from tests.support_kafka import gateway_config, gateway_env, headers_of, read_records
+from tests.harness.kafka_records import headers_of, read_records
+from tests.harness.paths import EXAMPLES
 
 pytestmark = pytest.mark.kafka
-CODEC = SchemaCodec.load()
+SCHEMAS = SchemaRegistry.load()
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 # One example per kind, with files wherever the kind has any.
@@ -56,7 +57,7 @@ def expected_event(kind: CallbackKind, body: bytes) -> CallbackEvent:
     """What the core makes of the body (files, lyrics, midi do not depend on the clock)."""
     decoded = decode(body, kind)
     assert isinstance(decoded, Decoded)
-    event = normalize(decoded, body, kind=kind, received_at=datetime.now(UTC), codec=CODEC,
+    event = normalize(decoded, body, kind=kind, received_at=datetime.now(UTC), schemas=SCHEMAS,
                       provider_tz=UTC)
     assert isinstance(event, CallbackEvent)
     return event
@@ -98,7 +99,7 @@ async def test_every_kind_becomes_one_event_with_its_type_source_and_files(
         assert headers["ce_subject"] == event.task_id
         assert record.value is not None
         value = orjson.loads(record.value)
-        assert CODEC.errors(EVENT_V1, value) == []
+        assert SCHEMAS.errors(EVENT_V1, value) == []
         assert (value["kind"], value["stage"]) == (kind.name, event.stage)
         assert value["files"] == event.data["files"]
         assert value.get("lyrics") == event.data.get("lyrics")
@@ -147,5 +148,5 @@ async def test_a_rejected_body_is_kept_with_its_kind_and_route(
     assert records[0].key == b"t-midi"  # midi's task id sits beside code
     assert records[0].value is not None
     value = orjson.loads(records[0].value)
-    assert CODEC.errors(REJECTED_V1, value) == []
+    assert SCHEMAS.errors(REJECTED_V1, value) == []
     assert (value["source"], value["kind"]) == ("/callbacks/midi", "midi")

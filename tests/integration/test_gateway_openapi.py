@@ -24,10 +24,11 @@ from schemathesis.specs.openapi.checks import (
 from service.config.env import Env
 from service.core.kinds import KINDS, kind_named
 from service.kafka.topics import ensure_topics, project_topics
+from tests.harness.environments import gateway_config, gateway_env
 from tests.harness.kafka_broker import KafkaBroker, run_async
-from tests.support import free_port
-from tests.support_kafka import gateway_config, gateway_env
-from tests.support_process import REPO, ServiceProcess
+from tests.harness.loopback import free_port
+from tests.harness.paths import REPO
+from tests.harness.processes import ServiceProcess
 
 DOCUMENT = schemathesis.openapi.from_path(REPO / "schemas" / "gateway.openapi.json")
 EXTEND_MUSIC = kind_named("extend-music")

@@ -12,10 +12,12 @@ import pytest
 
 from service.config.env import Env
 from service.kafka.topics import ensure_topics, project_topics
+from tests.harness.environments import gateway_config, gateway_env
+from tests.harness.examples import example
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import example, free_port
-from tests.support_kafka import gateway_config, gateway_env, headers_of, read_records
-from tests.support_process import ServiceProcess, run_command
+from tests.harness.kafka_records import headers_of, read_records
+from tests.harness.loopback import free_port
+from tests.harness.processes import ServiceProcess, assert_configuration_error
 
 CALLBACK = "/callbacks/extend-music"
 ProcessEnv = tuple[dict[str, str], int, int]
@@ -50,9 +52,8 @@ async def process_env(kafka_broker: KafkaBroker) -> ProcessEnv:
 def test_bad_configuration_fails_fast_naming_the_variable(
     overrides: dict[str, str], variable: str,
 ) -> None:
-    result = run_command(["gateway"], gateway_env("127.0.0.1:9", **overrides), timeout=20)
-    assert result.returncode == 2
-    assert f"configuration error: {variable}:" in result.stderr
+    assert_configuration_error(["gateway"], gateway_env("127.0.0.1:9", **overrides), variable,
+                               timeout=20)
 
 
 @pytest.mark.kafka

@@ -21,17 +21,18 @@ from prometheus_client import CollectorRegistry, generate_latest
 from service.config.env import ConfigError, Env
 from service.config.gateway import GatewayConfig
 from service.core.kinds import kind_named
-from service.edge.app import PUBLISHER_KEY, create_app
-from service.edge.security import (
+from service.gateway.app import PUBLISHER_KEY, create_app
+from service.gateway.security import (
     provider_signature,
     sign_callback_url,
     standard_webhooks_signature,
 )
 from service.kafka.topics import ensure_topics, project_topics
+from tests.harness.environments import gateway_config, gateway_env
+from tests.harness.examples import example_bytes
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import example_bytes
-from tests.support_kafka import gateway_config, gateway_env, read_records
-from tests.support_process import run_command
+from tests.harness.kafka_records import read_records
+from tests.harness.processes import assert_configuration_error
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 CALLBACK_PATH = kind_named("extend-music").route
@@ -47,9 +48,7 @@ def test_gateway_refuses_to_start_without_verification_naming_the_settings() -> 
     assert raised.value.name == "AUTH_MODE"
     for setting in ("CALLBACK_TOKENS", "PROVIDER_HMAC_KEY", "STANDARD_WEBHOOKS_SECRETS"):
         assert setting in str(raised.value)
-    result = run_command(["gateway"], env, timeout=20)
-    assert result.returncode == 2
-    assert "configuration error: AUTH_MODE" in result.stderr
+    assert_configuration_error(["gateway"], env, "AUTH_MODE", timeout=20)
 
 
 class Gateway:

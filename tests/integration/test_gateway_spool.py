@@ -23,13 +23,18 @@ from service.core.kinds import kind_named
 from service.core.model import Rejection
 from service.core.normalize import event_id_for
 from service.core.records import rejected_value
-from service.edge.app import DURABLE_KEY, PUBLISHER_KEY, create_app
+from service.gateway.app import DURABLE_KEY, PUBLISHER_KEY, create_app
 from service.kafka.topics import ensure_topics, project_topics
+from service.observability.tracing import kafka_header
 from service.spool.store import segment_paths
+from tests.harness.environments import gateway_config, gateway_env
+from tests.harness.examples import example
+from tests.harness.factories import consumer_record
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import example, free_port
-from tests.support_kafka import gateway_config, gateway_env, headers_of, read_records, wait_until
-from tests.support_process import run_command
+from tests.harness.kafka_records import headers_of, produce, read_records
+from tests.harness.loopback import free_port
+from tests.harness.polling import wait_until
+from tests.harness.processes import assert_configuration_error, run_command
 
 pytestmark = pytest.mark.kafka
 CALLBACK_PATH = kind_named("extend-music").route
@@ -171,9 +176,7 @@ async def test_drain_refuses_a_spool_a_gateway_is_using(
     env = gateway_env(f"127.0.0.1:{free_port()}", SPOOL_DIR=str(tmp_path / "spool"))
     client, _, _ = await start(aiohttp_client, env)
     assert (await client.post(CALLBACK_PATH, data=callback("held"))).status == 200
-    result = run_command(["spool", "drain"], env)
-    assert result.returncode == 2
-    assert "configuration error: SPOOL_DIR:" in result.stderr
+    result = assert_configuration_error(["spool", "drain"], env, "SPOOL_DIR")
     assert "in use by another process" in result.stderr
     inspected = run_command(["spool", "inspect", "--records"], env)
     assert "in use by pid" in inspected.stdout
@@ -193,17 +196,9 @@ async def test_replay_publishes_fixed_bodies_with_the_first_delivery_event_id(
                            received_at=_moment("2025-03-01T10:00:00Z"),
                            content_type="application/json", kind="extend-music")
     del value["kind"]  # kept before kinds existed: the route in ``source`` names the kind
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers)
-    await producer.start()
-    try:
-        await producer.send_and_wait(env["REJECTED_TOPIC"], orjson.dumps(value),
-                                     key=b"replayed-task",
-                                     headers=[("traceparent", b"00-" + b"a" * 32 + b"-"
-                                               + b"b" * 16 + b"-01")])
-    finally:
-        await producer.stop()
+    traceparent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    await produce(kafka_broker.bootstrap_servers, [consumer_record(
+        env["REJECTED_TOPIC"], value, key=b"replayed-task", headers=[kafka_header(traceparent)])])
     # ... and one the current gateway still rejects.
     assert (await client.post(CALLBACK_PATH, data=b'{"code": 200}')).status == 400
     await client.close()

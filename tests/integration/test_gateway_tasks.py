@@ -14,17 +14,18 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from service.config.env import Env
-from service.contracts.codec import TASKS_V1, SchemaCodec
+from service.contracts.registry import TASKS_V1, SchemaRegistry
 from service.core.timefmt import epoch_seconds
-from service.edge.app import PUBLISHER_KEY, create_app
-from service.edge.security import sign_callback_url
+from service.gateway.app import PUBLISHER_KEY, create_app
+from service.gateway.security import sign_callback_url
 from service.kafka.topics import ensure_topics, project_topics
+from tests.harness.environments import gateway_config, gateway_env
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import free_port
-from tests.support_kafka import gateway_config, gateway_env, headers_of, read_records
+from tests.harness.kafka_records import headers_of, read_records
+from tests.harness.loopback import free_port
 
 pytestmark = pytest.mark.kafka
-CODEC = SchemaCodec.load()
+CODEC = SchemaRegistry.load()
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 TOKEN = secrets.token_urlsafe(24)
 

@@ -23,10 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.config.env import Env
 from service.consumers.metrics.exporter import KIND_LABELS
 from service.kafka.topics import ensure_topics, project_topics
+from tests.harness.environments import gateway_config, gateway_env
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import free_port
-from tests.support_kafka import gateway_config, gateway_env, unique
-from tests.support_process import REPO, ServiceProcess
+from tests.harness.kafka_records import unique
+from tests.harness.loopback import free_port
+from tests.harness.paths import REPO
+from tests.harness.processes import ServiceProcess
 
 DASHBOARD = REPO / "deploy" / "grafana" / "music-callbacks-dashboard.json"
 RULES = REPO / "deploy" / "prometheus" / "alerts.rules.yml"

@@ -25,22 +25,24 @@ from service.config.env import Env
 from service.config.reconciler import ReconcilerConfig
 from service.consumers.reconciler.main import build_publisher, build_reconciler, provider_session
 from service.consumers.reconciler.reconciler import Reconciler
-from service.contracts.codec import EVENT_V1, SchemaCodec
+from service.contracts.registry import EVENT_V1, SchemaRegistry
 from service.core.kinds import kind_named
 from service.core.model import CallbackEvent
 from service.core.normalize import normalize_recovered, recovered_event_id
 from service.core.recovery import Recovered, recovered_callback
 from service.core.timefmt import rfc3339
-from service.edge.app import PUBLISHER_KEY, create_app
+from service.gateway.app import PUBLISHER_KEY, create_app
 from service.kafka.consumer import Record
 from service.kafka.topics import ensure_topics, project_topics
+from tests.harness.environments import gateway_config, gateway_env
+from tests.harness.examples import example_bytes
+from tests.harness.fake_provider import FakeProvider, Reply, answer, pending, refusal
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import example_bytes
-from tests.support_kafka import gateway_config, gateway_env, headers_of, read_records, wait_until
-from tests.support_provider import FakeProvider, Reply, answer, pending, refusal
+from tests.harness.kafka_records import headers_of, read_records
+from tests.harness.polling import wait_until
 
 pytestmark = pytest.mark.kafka
-CODEC = SchemaCodec.load()
+CODEC = SchemaRegistry.load()
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
@@ -136,7 +138,7 @@ def expected_event(kind_name: str, example: str, task_id: str) -> CallbackEvent:
     result = recovered_callback(kind, answer(example, task_id).body or {}, task_id)
     assert isinstance(result, Recovered)
     event = normalize_recovered(result.document, kind=kind, recovered_by="polling",
-                                received_at=datetime.now(UTC), codec=CODEC, provider_tz=UTC)
+                                received_at=datetime.now(UTC), schemas=CODEC, provider_tz=UTC)
     assert isinstance(event, CallbackEvent)
     return event
 

@@ -18,11 +18,12 @@ from aiokafka import AIOKafkaProducer
 from service.config.env import Env
 from service.core.timefmt import rfc3339
 from service.kafka.topics import ensure_topics, project_topics
+from tests.harness.environments import gateway_config, gateway_env
+from tests.harness.fake_provider import FakeProvider, Reply, answer, refusal
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import free_port
-from tests.support_kafka import gateway_config, gateway_env, read_records
-from tests.support_process import ServiceProcess, run_command
-from tests.support_provider import FakeProvider, Reply, answer, refusal
+from tests.harness.kafka_records import read_records
+from tests.harness.loopback import free_port
+from tests.harness.processes import ServiceProcess, run_command
 
 pytestmark = pytest.mark.kafka
 

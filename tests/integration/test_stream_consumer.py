@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from service.config.kafka import KafkaSettings
@@ -17,8 +17,9 @@ from service.kafka.consumer import (
     Record,
     StreamConsumer,
 )
+from tests.harness.factories import consumer_record
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support_kafka import unique
+from tests.harness.kafka_records import produce, unique
 
 pytestmark = pytest.mark.kafka
 
@@ -48,14 +49,9 @@ class Recorder:
         del partitions
 
 
-async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send_and_wait(topic, value, key=b"k")
-    finally:
-        await producer.stop()
+async def produce_values(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    """``values`` in order, under one key (so on one partition)."""
+    await produce(bootstrap, [consumer_record(topic, value, key=b"k") for value in values])
 
 
 def make(broker: KafkaBroker, topic: str, group: str, processor: Any,
@@ -88,10 +84,10 @@ async def test_commits_after_processing_and_resumes_from_committed_offsets(
 ) -> None:
     topic = kafka_topic_factory(partitions=1)
     group = unique("group")
-    await produce(kafka_broker.bootstrap_servers, topic, [b"1", b"2", b"3"])
+    await produce_values(kafka_broker.bootstrap_servers, topic, [b"1", b"2", b"3"])
     first = Recorder()
     await run_until(make(kafka_broker, topic, group, first), lambda: len(first.seen) == 3)
-    await produce(kafka_broker.bootstrap_servers, topic, [b"4"])
+    await produce_values(kafka_broker.bootstrap_servers, topic, [b"4"])
     second = Recorder()
     await run_until(make(kafka_broker, topic, group, second), lambda: len(second.seen) >= 1)
     assert sorted(first.seen) == [b"1", b"2", b"3"]
@@ -102,7 +98,8 @@ async def test_saturation_pauses_fetching_within_the_in_flight_bound(
     kafka_broker: KafkaBroker, kafka_topic_factory: Any,
 ) -> None:
     topic = kafka_topic_factory(partitions=1)
-    await produce(kafka_broker.bootstrap_servers, topic, [str(i).encode() for i in range(40)])
+    await produce_values(kafka_broker.bootstrap_servers, topic,
+                         [str(i).encode() for i in range(40)])
     gate = asyncio.Event()
     recorder = Recorder(gate)
     consumer = make(kafka_broker, topic, unique("group"), recorder, max_in_flight=5,
@@ -123,7 +120,7 @@ async def test_an_unexpected_failure_stops_without_committing_past_it(
 ) -> None:
     topic = kafka_topic_factory(partitions=1)
     group = unique("group")
-    await produce(kafka_broker.bootstrap_servers, topic, [b"ok", b"bad", b"later"])
+    await produce_values(kafka_broker.bootstrap_servers, topic, [b"ok", b"bad", b"later"])
     crashing = Recorder(fail_on=b"bad")
     with pytest.raises(ProcessingCrashedError):
         await run_until(make(kafka_broker, topic, group, crashing), lambda: False)

@@ -84,6 +84,20 @@ async def _read(consumer: Any, count: int) -> list[Any]:
     return records
 
 
+async def _read_only_record(broker: TansuBroker, topic: str) -> Any:
+    """The one record of partition 0 of ``topic``, from the beginning."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        (record,) = await _read(consumer, 1)
+    finally:
+        await consumer.stop()
+    return record
+
+
 def _listening_sockets_of(pid: int) -> list[tuple[str, int]]:
     """(ip, port) of every TCP LISTEN socket the process owns, from /proc (Linux)."""
     inodes = set()
@@ -186,15 +200,7 @@ async def test_produce_consume_with_cloudevents_headers_gzip(broker: TansuBroker
         assert sent.offset == 0
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker.bootstrap_servers, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        consumer.assign([TopicPartition(topic, 0)])
-        (record,) = await _read(consumer, 1)
-    finally:
-        await consumer.stop()
+    record = await _read_only_record(broker, topic)
     assert (record.key, record.value) == (b"track-1", b'{"a": 1}')
     assert list(record.headers) == CE_HEADERS
 
@@ -213,15 +219,7 @@ async def test_other_codecs_when_the_client_has_them(broker: TansuBroker, codec:
             await producer.send_and_wait(topic, codec.encode() * 100)
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker.bootstrap_servers, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        consumer.assign([TopicPartition(topic, 0)])
-        (record,) = await _read(consumer, 1)
-    finally:
-        await consumer.stop()
+    record = await _read_only_record(broker, topic)
     assert record.value == codec.encode() * 100
 
 

@@ -21,10 +21,13 @@ import aiohttp
 import orjson
 import pytest
 
+from tests.harness.environments import gateway_env
+from tests.harness.examples import example
 from tests.harness.kafka_broker import KafkaBroker
-from tests.support import example, free_port
-from tests.support_kafka import gateway_env, read_records
-from tests.support_process import REPO, ServiceProcess
+from tests.harness.kafka_records import read_records
+from tests.harness.loopback import free_port
+from tests.harness.paths import REPO
+from tests.harness.processes import ServiceProcess
 
 WHEELS = REPO / ".cache" / "wheels"
 # What the Dockerfile copies into its build stage.
@@ -77,7 +80,7 @@ async def test_the_installed_wheel_serves_the_documented_example(
     await asyncio.to_thread(run, python, "-m", "pip", "install", *offline, "--no-deps", wheel,
                             cwd=tmp_path)
     location = await asyncio.to_thread(
-        run, python, "-c", "import service.contracts.codec as c; print(c.SCHEMAS_DIR)",
+        run, python, "-c", "import service.contracts.registry as c; print(c.SCHEMAS_DIR)",
         cwd=tmp_path)
     assert Path(location.strip()).is_relative_to(venv), location
     assert not Path(location.strip()).is_relative_to(REPO)

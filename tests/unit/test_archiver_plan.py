@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 
 from service.consumers.archiver.plan import Plan, files_from_tracks, plan_event
-from service.contracts.codec import EVENT_V1, SchemaCodec
+from service.contracts.registry import EVENT_V1, SchemaRegistry
 from service.contracts.vocabulary import FILE_ROLES, STEM_ROLES
-from tests.support import event_value, file_value, track_value
+from tests.harness.factories import event_value, file_value, track_value
 
-CODEC = SchemaCodec.load()
+SCHEMAS = SchemaRegistry.load()
 CDN = "https://cdn.test"
 
 
 def planned(document: dict[str, Any]) -> Plan:
-    assert CODEC.errors(EVENT_V1, document) == []  # every input here is a valid event
+    assert SCHEMAS.errors(EVENT_V1, document) == []  # every input here is a valid event
     plan = plan_event(document)
     assert plan is not None
     return plan

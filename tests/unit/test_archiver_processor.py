@@ -6,6 +6,7 @@ are fakes (the real downloads, Kafka and S3 are exercised in tests/integration).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,6 @@ from typing import Any
 import orjson
 import pytest
 import structlog
-from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from service.consumers.archiver.circuit import DownloadCircuit
@@ -25,40 +25,41 @@ from service.consumers.archiver.netguard import DownloadRefused
 from service.consumers.archiver.plan import files_from_tracks, plan_event
 from service.consumers.archiver.processor import ArchiveProcessor, ProcessorSettings
 from service.consumers.archiver.storage import StorageUnavailableError
-from service.contracts.codec import ARCHIVE_FAILED_V1, ARCHIVED_V1, EVENT_V1, SchemaCodec
+from service.contracts.registry import ARCHIVE_FAILED_V1, ARCHIVED_V1, EVENT_V1, SchemaRegistry
 from service.contracts.vocabulary import FileRole
+from service.kafka.consumer import Record
 from service.kafka.producer import PublishError
 from service.storage.base import ObjectMetadata, StorageError
 from service.storage.filesystem import FilesystemStore
-from tests.support import event_value, file_value, track_value
+from tests.harness.factories import (
+    consumer_record,
+    event_record,
+    event_value,
+    file_value,
+    track_value,
+)
+from tests.harness.fakes import FakeClock
 
-CODEC = SchemaCodec.load()
+SCHEMAS = SchemaRegistry.load()
 AUDIO = b"RIFF....WAVEfmt " + bytes(range(256)) * 8
 COVER = b"\x89PNG\r\n\x1a\n" + bytes(64)
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 EVENT_ID = "0f5b3c1e9a7d4b2c8e6f1a3b5c7d9e0f"
 
 
-def track(track_id: str | None = "tr1", *, audio: str | None = "https://a.test/a.wav",
-          source_audio: str | None = None, image: str | None = "https://b.test/c.png",
-          source_image: str | None = None, title: str | None = "Iron Man",
-          duration: object = 12.5) -> dict[str, Any]:
-    return track_value(track_id, audio=audio, source_audio=source_audio, image=image,
-                       source_image=source_image, title=title, duration=duration)
-
-
-def event(*tracks: dict[str, Any], stage: str = "complete", task_id: str = "task-1",
-          event_id: str = EVENT_ID, kind: str = "extend-music",
-          files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return event_value(task_id, *tracks, kind=kind, stage=stage, files=files,
-                       event_id=event_id)
+# This file's data: task-1's event EVENT_ID, its tracks' audio and cover on two hosts (the
+# fake fetch serves both URLs), built with the one factory.
+track = functools.partial(track_value, audio="https://a.test/a.wav", image="https://b.test/c.png",
+                          title="Iron Man", duration=12.5)
+event = functools.partial(event_value, "task-1", event_id=EVENT_ID)
 
 
 def record(value: dict[str, Any] | bytes, *, offset: int = 7,
-           headers: list[tuple[str, bytes]] | None = None) -> ConsumerRecord[bytes, bytes]:
-    body = value if isinstance(value, bytes) else orjson.dumps(value)
-    return ConsumerRecord("events", 2, offset, 0, 0, b"task-1", body, None, 6, len(body),
-                          headers if headers is not None else [])
+           traceparent: str | None = None) -> Record:
+    """An event as the gateway publishes it, on partition 2 (bytes: a record as it is)."""
+    if isinstance(value, bytes):
+        return consumer_record("events", value, key=b"task-1", partition=2, offset=offset)
+    return event_record(value, partition=2, offset=offset, traceparent=traceparent)
 
 
 @dataclass
@@ -164,8 +165,8 @@ def rig(tmp_path: Path, bodies: dict[str, Any] | None = None, *,
                       {"https://a.test/a.wav": AUDIO, "https://b.test/c.png": COVER})
     processor = ArchiveProcessor(
         store=store, publisher=publisher, fetch=fetch,
-        settings=ProcessorSettings("archived", "dead", CODEC.schema_id(ARCHIVED_V1),
-                                   CODEC.schema_id(ARCHIVE_FAILED_V1), concurrency=2),
+        settings=ProcessorSettings("archived", "dead", SCHEMAS.schema_id(ARCHIVED_V1),
+                                   SCHEMAS.schema_id(ARCHIVE_FAILED_V1), concurrency=2),
         metrics=metrics, tmp_dir=work, circuit=circuit, storage_base_delay=0.001)
     return Rig(processor, store, publisher, fetch, metrics, registry, work)
 
@@ -240,10 +241,9 @@ def test_plan_refuses_what_is_not_an_event(value: object) -> None:
 
 async def test_stores_both_objects_and_reports_them(tmp_path: Path) -> None:
     r = rig(tmp_path)
-    headers = [("ce_id", EVENT_ID.encode()), ("traceparent", TRACEPARENT.encode())]
     with structlog.testing.capture_logs(
             processors=[structlog.contextvars.merge_contextvars]) as logs:
-        await r.processor.process(record(event(track()), headers=headers))
+        await r.processor.process(record(event(track()), traceparent=TRACEPARENT))
 
     root = tmp_path / "archive"
     assert (root / "task-1/tr1/audio").read_bytes() == AUDIO
@@ -255,7 +255,7 @@ async def test_stores_both_objects_and_reports_them(tmp_path: Path) -> None:
     reports = {s.value["object"]: s for s in r.archived()}
     assert set(reports) == {"audio", "cover"}
     audio = reports["audio"]
-    assert CODEC.errors(ARCHIVED_V1, audio.value) == []
+    assert SCHEMAS.errors(ARCHIVED_V1, audio.value) == []
     assert audio.key == b"task-1"
     assert audio.value == {
         "task_id": "task-1", "track_id": "tr1", "object": "audio", "kind": "extend-music",
@@ -269,7 +269,7 @@ async def test_stores_both_objects_and_reports_them(tmp_path: Path) -> None:
     assert audio.headers["ce_type"] == b"music.archive.stored"
     assert audio.headers["ce_source"] == b"/archiver"
     assert audio.headers["ce_subject"] == b"task-1"
-    assert audio.headers["ce_dataschema"].decode() == CODEC.schema_id(ARCHIVED_V1)
+    assert audio.headers["ce_dataschema"].decode() == SCHEMAS.schema_id(ARCHIVED_V1)
     assert audio.headers["traceparent"] == TRACEPARENT.encode()
     assert r.dead() == []
     assert r.metric("archiver_objects_stored_total", object="audio", result="stored") == 1
@@ -342,7 +342,7 @@ async def test_a_permanent_failure_is_dead_lettered(tmp_path: Path) -> None:
         await r.processor.process(record(
             event(track(source_audio="https://a.test/src.wav")), offset=41))
     [dead] = r.dead()
-    assert CODEC.errors(ARCHIVE_FAILED_V1, dead.value) == []
+    assert SCHEMAS.errors(ARCHIVE_FAILED_V1, dead.value) == []
     assert dead.key == b"task-1"
     value = dead.value
     assert (value["object"], value["url"], value["reason"]) == (
@@ -387,7 +387,7 @@ async def test_an_object_the_store_cannot_represent_is_dead_lettered(tmp_path: P
     await r.processor.process(record(event(track(image=None))))
     [dead] = r.dead()
     assert dead.value["reason"] == "storage"
-    assert CODEC.errors(ARCHIVE_FAILED_V1, dead.value) == []
+    assert SCHEMAS.errors(ARCHIVE_FAILED_V1, dead.value) == []
 
 
 async def test_a_publish_failure_stops_processing(tmp_path: Path) -> None:
@@ -444,11 +444,11 @@ async def test_any_role_is_fetched_with_its_role_stored_and_reported(
     r = rig(tmp_path)
     document = event(kind=kind, files=[file_value(role, "https://a.test/a.wav",
                                                   track_id=track_id)])
-    assert CODEC.errors(EVENT_V1, document) == []
+    assert SCHEMAS.errors(EVENT_V1, document) == []
     await r.processor.process(record(document))
     assert r.fetch.roles == [role]
     [report] = r.archived()
-    assert CODEC.errors(ARCHIVED_V1, report.value) == []
+    assert SCHEMAS.errors(ARCHIVED_V1, report.value) == []
     segment = track_id or "_"
     assert (report.value["object"], report.value["track_id"], report.value["kind"]) == (
         role, track_id, kind)
@@ -465,7 +465,7 @@ async def test_a_file_without_a_track_is_dead_lettered_within_the_contract(
     await r.processor.process(record(event(kind="music-video", files=[
         file_value("video", "https://a.test/v.mp4")])))
     [dead] = r.dead()
-    assert CODEC.errors(ARCHIVE_FAILED_V1, dead.value) == []
+    assert SCHEMAS.errors(ARCHIVE_FAILED_V1, dead.value) == []
     assert (dead.value["track_id"], dead.value["object"], dead.value["kind"],
             dead.value["reason"]) == (None, "video", "music-video", "too_large")
     assert dead.headers["ce_id"].decode() == dead_letter_event_id("task-1", None, "video",
@@ -479,7 +479,7 @@ async def test_a_kind_the_contract_does_not_know_is_left_out_of_the_report(
         file_value("audio", "https://a.test/a.wav")])))
     [report] = r.archived()
     assert "kind" not in report.value
-    assert CODEC.errors(ARCHIVED_V1, report.value) == []
+    assert SCHEMAS.errors(ARCHIVED_V1, report.value) == []
 
 
 async def test_legacy_and_files_events_of_one_track_store_it_once(tmp_path: Path) -> None:
@@ -498,16 +498,8 @@ async def test_legacy_and_files_events_of_one_track_store_it_once(tmp_path: Path
 # --------------------------------------------------------------------------- circuit
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_circuit_needs_failures_on_several_hosts() -> None:
-    clock = Clock()
+    clock = FakeClock()
     circuit = DownloadCircuit(min_samples=4, min_hosts=2, clock=clock)
     for _ in range(10):
         circuit.record("one.test", ok=False)
@@ -517,7 +509,7 @@ def test_circuit_needs_failures_on_several_hosts() -> None:
 
 
 def test_circuit_needs_a_high_failure_ratio_within_the_window() -> None:
-    clock = Clock()
+    clock = FakeClock()
     circuit = DownloadCircuit(min_samples=4, min_hosts=2, threshold=0.9,
                               window_seconds=60, clock=clock)
     for host in ("a.test", "b.test", "a.test"):
@@ -533,7 +525,7 @@ def test_circuit_needs_a_high_failure_ratio_within_the_window() -> None:
 
 
 def test_circuit_cools_down_probes_and_closes_on_success() -> None:
-    clock = Clock()
+    clock = FakeClock()
     changes: list[bool] = []
     circuit = DownloadCircuit(min_samples=2, min_hosts=2, cooldown_seconds=5,
                               max_cooldown_seconds=15, clock=clock, on_change=changes.append)

@@ -10,7 +10,7 @@ import jsonschema_rs
 import yaml
 
 from service.config.shared import TopicNames
-from service.contracts.codec import EVENT_V1, SCHEMAS_DIR, SchemaCodec
+from service.contracts.registry import EVENT_V1, SCHEMAS_DIR, SchemaRegistry
 from service.core.kinds import KINDS
 from service.core.kinds.base import reconciler_source
 from service.core.model import RECOVERED_BY, STAGES, CallbackEvent
@@ -29,24 +29,25 @@ def test_every_default_topic_is_a_channel() -> None:
                          defaults.archive_failed, defaults.tasks}
 
 
-def test_every_payload_reference_is_a_schema_of_the_codec() -> None:
-    codec = SchemaCodec.load()
+def test_every_payload_reference_is_a_schema_of_the_registry() -> None:
+    schemas = SchemaRegistry.load()
     refs = [message["payload"]["schema"]["$ref"]
             for message in load()["components"]["messages"].values()]
     names = {ref.removeprefix("./").removesuffix(".schema.json") for ref in refs}
-    assert names <= set(codec.names())
+    assert names <= set(schemas.names())
     assert len(names) == 5
 
 
 def test_task_dataschema_header_matches_the_schema_id() -> None:
     headers = load()["components"]["messages"]["submittedTask"]["headers"]["properties"]
-    assert headers["ce_dataschema"]["const"] == SchemaCodec.load().schema_id(
+    assert headers["ce_dataschema"]["const"] == SchemaRegistry.load().schema_id(
         "music.tasks.submitted.v1")
 
 
 def test_event_dataschema_header_matches_the_schema_id() -> None:
     headers = load()["components"]["messages"]["callbackEvent"]["headers"]["properties"]
-    assert headers["ce_dataschema"]["const"] == SchemaCodec.load().schema_id("music.callbacks.v1")
+    expected = SchemaRegistry.load().schema_id("music.callbacks.v1")
+    assert headers["ce_dataschema"]["const"] == expected
 
 
 def test_event_headers_name_exactly_the_registered_kinds() -> None:
@@ -59,7 +60,7 @@ def test_event_headers_name_exactly_the_registered_kinds() -> None:
 def test_the_headers_of_every_kind_and_stage_match_the_document() -> None:
     schema = load()["components"]["messages"]["callbackEvent"]["headers"]
     validator = jsonschema_rs.validator_for(schema)
-    dataschema = SchemaCodec.load().schema_id(EVENT_V1)
+    dataschema = SchemaRegistry.load().schema_id(EVENT_V1)
     for kind in KINDS:
         for stage in STAGES:
             for recovered_by in (None, *RECOVERED_BY):

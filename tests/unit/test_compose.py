@@ -18,14 +18,9 @@ import pytest
 import yaml
 
 from service.__main__ import build_parser
+from tests.harness.deployment import DEPLOY, load_yaml, tool, variables_read_by_the_code
 from tests.harness.kafka_broker import KAFKA_VERSION
-from tests.support_deploy import (
-    DEPLOY,
-    load_yaml,
-    tool,
-    variables_read_by_the_code,
-)
-from tests.support_process import REPO
+from tests.harness.paths import REPO
 
 COMPOSE = DEPLOY / "compose.yaml"
 ADMIN_PORTS = {"gateway": 8081, "archiver": 8082, "metrics": 8083}

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from tests.support_deploy import DEPLOY
-from tests.support_process import REPO
+from tests.harness.deployment import DEPLOY
+from tests.harness.paths import REPO
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 LOCK = DEPLOY / "requirements.lock"

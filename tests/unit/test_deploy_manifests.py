@@ -23,7 +23,7 @@ from service.kafka.health import cluster_unreachable
 from service.kafka.producer import KafkaPublisher
 from service.kafka.topics import project_topics
 from service.storage.s3 import S3Store
-from tests.support_deploy import (
+from tests.harness.deployment import (
     CUSTOM_RESOURCE_SCHEMAS,
     KUBERNETES,
     KUBERNETES_VERSION,
@@ -247,7 +247,7 @@ def test_prod_pins_the_image_to_a_release() -> None:
 def _project_version() -> str:
     import tomllib
 
-    from tests.support_process import REPO
+    from tests.harness.paths import REPO
 
     with (REPO / "pyproject.toml").open("rb") as file:
         version: str = tomllib.load(file)["project"]["version"]

@@ -20,9 +20,9 @@ from service.config.env import Env
 from service.config.gateway import GatewayConfig
 from service.config.kafka import KafkaSettings
 from service.core.kinds import KINDS, CallbackKind, kind_named
-from service.edge.app import create_app
+from service.gateway.app import create_app
 from service.kafka.producer import KafkaPublisher, ProducerOptions
-from tests.support import example_bytes
+from tests.harness.examples import example_bytes
 
 EXTEND_MUSIC = kind_named("extend-music")
 TOKEN = secrets.token_urlsafe(24)
@@ -91,7 +91,7 @@ def test_the_same_request_with_credentials_does_publish(
     """Guards the property above against a gateway that publishes nothing at all."""
     import time
 
-    from service.edge.security import provider_signature, standard_webhooks_signature
+    from service.gateway.security import provider_signature, standard_webhooks_signature
 
     body = example_bytes(example, schema)
     timestamp = str(int(time.time()))

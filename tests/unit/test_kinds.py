@@ -12,16 +12,17 @@ import pytest
 
 from service.config.env import ConfigError, Env
 from service.config.gateway import GatewayConfig
-from service.contracts.codec import EVENT_V1, REJECTED_V1, SCHEMAS_DIR, SchemaCodec
+from service.contracts.registry import EVENT_V1, REJECTED_V1, SCHEMAS_DIR, SchemaRegistry
 from service.core.kinds import KINDS, CallbackKind, kind_named
 from service.core.kinds.midi import note_number
 from service.core.kinds.tracks import track_files
 from service.core.model import CallbackEvent, Rejection, Stage
-from service.core.normalize import decode, event_id_for, normalize
+from service.core.normalize import event_id_for
 from service.core.records import cloudevent_headers, rejected_value
-from tests.support import EXAMPLES
+from tests.harness.factories import normalized
+from tests.harness.paths import EXAMPLES
 
-CODEC = SchemaCodec.load()
+SCHEMAS = SchemaRegistry.load()
 RECEIVED = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 TRACK_FAMILY = ("generate-music", "extend-music", "upload-cover", "upload-extend", "add-vocals",
                 "add-instrumental", "mashup", "replace-section", "sounds")
@@ -31,17 +32,13 @@ File = tuple[str, str, str | None, str | None]  # role, url, fallback_url, track
 
 
 def run(kind: CallbackKind, body: bytes) -> CallbackEvent | Rejection:
-    decoded = decode(body, kind)
-    if isinstance(decoded, Rejection):
-        return decoded
-    return normalize(decoded, body, kind=kind, received_at=RECEIVED, codec=CODEC,
-                     provider_tz=UTC)
+    return normalized(body, kind, received_at=RECEIVED)
 
 
 def accepted(kind: CallbackKind, body: bytes) -> CallbackEvent:
     event = run(kind, body)
     assert isinstance(event, CallbackEvent), event
-    assert CODEC.errors(EVENT_V1, event.data) == []
+    assert SCHEMAS.errors(EVENT_V1, event.data) == []
     return event
 
 
@@ -217,7 +214,7 @@ def test_event_and_rejected_schemas_name_exactly_the_registered_kinds() -> None:
 
 
 def test_every_kind_names_a_loaded_inbound_schema_with_examples() -> None:
-    inbound = {name for name in CODEC.names() if name.startswith("provider.")}
+    inbound = {name for name in SCHEMAS.names() if name.startswith("provider.")}
     assert {kind.schema for kind in KINDS} == inbound  # no schema without a kind
     for kind in KINDS:
         assert any((EXAMPLES / kind.schema).glob("*.json")), kind.name
@@ -227,7 +224,7 @@ def test_headers_take_source_and_type_from_the_kind() -> None:
     for kind in KINDS:
         event = document_event(kind.name, {"code": 500, "task_id": "t", "data": {
             "callbackType": "error", "task_id": "t"}})
-        headers = dict(cloudevent_headers(event, dataschema=CODEC.schema_id(EVENT_V1)))
+        headers = dict(cloudevent_headers(event, dataschema=SCHEMAS.schema_id(EVENT_V1)))
         assert headers["ce_source"] == kind.route.encode()
         assert headers["ce_type"] == f"music.callback.{kind.name}.error".encode()
 
@@ -236,7 +233,7 @@ def test_rejected_records_carry_the_kind_and_its_route() -> None:
     value = rejected_value(Rejection("invalid_json"), b"{", received_at=RECEIVED,
                            content_type=None, kind="midi")
     assert (value["source"], value["kind"]) == ("/callbacks/midi", "midi")
-    assert CODEC.errors(REJECTED_V1, value) == []
+    assert SCHEMAS.errors(REJECTED_V1, value) == []
 
 
 def test_event_source_setting_is_refused_naming_it() -> None:

@@ -16,17 +16,10 @@ from service.config.shared import TopicNames
 from service.consumers.metrics.exporter import MusicMetrics
 from service.consumers.metrics.processor import MetricsProcessor, StateTables
 from service.consumers.metrics.state import Partition, TaskStates
+from tests.harness.fakes import FakeClock
 
 P0: Partition = ("events", 0)
 P1: Partition = ("events", 1)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make(clock: FakeClock | None = None, *, ttl: float = 60.0, max_entries: int = 3,

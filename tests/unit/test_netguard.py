@@ -19,7 +19,7 @@ from service.consumers.archiver.netguard import (
     address_refusal,
     parse_ip_literal,
 )
-from tests.support_net import FakeResolver
+from tests.harness.fakes import FakeResolver
 
 if TYPE_CHECKING:
     from collections.abc import Callable

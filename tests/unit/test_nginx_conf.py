@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
-from tests.support_deploy import DEPLOY, tool
+from tests.harness.deployment import DEPLOY, tool
+from tests.harness.loopback import free_port
 
 CONF = DEPLOY / "nginx" / "callbacks.conf"
 TOKEN = "tok-must-not-be-logged-0123456789"

@@ -12,32 +12,29 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from service.contracts.codec import EVENT_V1, SchemaCodec
+from service.contracts.registry import EVENT_V1, SchemaRegistry
 from service.core.kinds import kind_named
 from service.core.kinds.tracks import split_tags
 from service.core.model import CallbackEvent, Decoded, Rejection
-from service.core.normalize import decode, event_id_for, normalize
+from service.core.normalize import decode, event_id_for
 from service.core.records import body_from_rejected, rejected_value
 from service.core.timefmt import parse_create_time
-from tests.support import example_bytes
+from tests.harness.examples import example_bytes
+from tests.harness.factories import normalized
 
-CODEC = SchemaCodec.load()
+SCHEMAS = SchemaRegistry.load()
 RECEIVED = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)
 EXTEND_MUSIC = kind_named("extend-music")
 
 
 def run(body: bytes, tz: str = "UTC") -> CallbackEvent | Rejection:
-    decoded = decode(body, EXTEND_MUSIC)
-    if isinstance(decoded, Rejection):
-        return decoded
-    return normalize(decoded, body, kind=EXTEND_MUSIC, received_at=RECEIVED, codec=CODEC,
-                     provider_tz=ZoneInfo(tz))
+    return normalized(body, EXTEND_MUSIC, received_at=RECEIVED, provider_tz=ZoneInfo(tz))
 
 
 def accepted(body: bytes, tz: str = "UTC") -> CallbackEvent:
     result = run(body, tz)
     assert isinstance(result, CallbackEvent), result
-    assert CODEC.errors(EVENT_V1, result.data) == []
+    assert SCHEMAS.errors(EVENT_V1, result.data) == []
     return result
 
 
@@ -216,7 +213,7 @@ def test_rejected_record_keeps_the_body_and_replay_yields_the_first_delivery_id(
         rejection = Rejection("schema_violation", (), "2fac****9f72")
         value = rejected_value(rejection, body, received_at=RECEIVED,
                                content_type="application/json", kind="extend-music")
-        assert CODEC.errors("music.callbacks.rejected.v1", value) == []
+        assert SCHEMAS.errors("music.callbacks.rejected.v1", value) == []
         assert body_from_rejected(orjson.loads(orjson.dumps(value))) == body
     assert accepted(body_from_rejected(value | {"body": good.decode(), "encoding": "utf-8"})
                     ).event_id == accepted(good).event_id

@@ -11,15 +11,15 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.contracts.codec import EVENT_V1, REJECTED_V1, SchemaCodec
+from service.contracts.registry import EVENT_V1, REJECTED_V1, SchemaRegistry
 from service.core.kinds import KINDS, CallbackKind, kind_named
 from service.core.kinds.midi import NOTE_FIELDS
 from service.core.kinds.vocal_separation import STEMS
 from service.core.model import CallbackEvent, Rejection
-from service.core.normalize import decode, normalize
 from service.core.records import body_from_rejected, rejected_value
+from tests.harness.factories import normalized
 
-CODEC = SchemaCodec.load()
+SCHEMAS = SchemaRegistry.load()
 RECEIVED = datetime(2026, 1, 1, tzinfo=UTC)
 TRACKS = kind_named("extend-music")
 
@@ -54,17 +54,13 @@ callbacks = st.fixed_dictionaries(
 
 
 def outcome(body: bytes, kind: CallbackKind) -> CallbackEvent | Rejection:
-    decoded = decode(body, kind)
-    if isinstance(decoded, Rejection):
-        return decoded
-    return normalize(decoded, body, kind=kind, received_at=RECEIVED, codec=CODEC,
-                     provider_tz=UTC)
+    return normalized(body, kind, received_at=RECEIVED)
 
 
 def check(body: bytes, kind: CallbackKind = TRACKS) -> CallbackEvent | Rejection:
     result = outcome(body, kind)
     if isinstance(result, CallbackEvent):
-        assert CODEC.errors(EVENT_V1, result.data) == [], result.data
+        assert SCHEMAS.errors(EVENT_V1, result.data) == [], result.data
         assert result.data["kind"] == kind.name
         again = outcome(body, kind)
         assert isinstance(again, CallbackEvent)
@@ -72,7 +68,7 @@ def check(body: bytes, kind: CallbackKind = TRACKS) -> CallbackEvent | Rejection
     else:
         value = rejected_value(result, body, received_at=RECEIVED, content_type=None,
                                kind=kind.name)
-        assert CODEC.errors(REJECTED_V1, value) == []
+        assert SCHEMAS.errors(REJECTED_V1, value) == []
         assert body_from_rejected(value) == body
     return result
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from service.core.kinds import KINDS
-from service.edge.openapi import (
+from service.gateway.openapi import (
     DOCUMENT,
     RESPONSES,
     load_inbound_schemas,
@@ -24,7 +24,7 @@ def committed() -> dict[str, Any]:
 
 
 def test_committed_document_is_what_the_registry_generates() -> None:
-    """Fails after a kind or an inbound schema changes: run python -m service.edge.openapi."""
+    """Fails after a kind or an inbound schema changes: run python -m service.gateway.openapi."""
     assert render(with_kinds(committed(), KINDS, load_inbound_schemas())).decode() \
         == DOCUMENT.read_text()
 

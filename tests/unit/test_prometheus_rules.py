@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.support_deploy import DEPLOY, load_yaml, tool
+from tests.harness.deployment import DEPLOY, load_yaml, tool
 
 PROMETHEUS = DEPLOY / "prometheus"
 RULES = PROMETHEUS / "alerts.rules.yml"

@@ -9,18 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.edge.security import RateLimiter, address_key
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from service.gateway.security import RateLimiter, address_key
+from tests.harness.fakes import FakeClock
 
 
 def _drain(limiter: RateLimiter, key: str) -> int:

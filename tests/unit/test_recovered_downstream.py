@@ -15,15 +15,15 @@ from service.config.shared import TopicNames
 from service.consumers.archiver.plan import plan_event
 from service.consumers.metrics.exporter import MusicMetrics
 from service.consumers.metrics.processor import MetricsProcessor, StateTables
-from service.contracts.codec import EVENT_V1, SchemaCodec
+from service.contracts.registry import EVENT_V1, SchemaRegistry
 from service.core.kinds import kind_named
 from service.core.model import CallbackEvent, Decoded
 from service.core.normalize import decode, normalize, normalize_recovered
 from service.core.records import cloudevent_headers
 from service.core.recovery import Recovered, recovered_callback
-from tests.support_provider import answer
+from tests.harness.fake_provider import answer
 
-CODEC = SchemaCodec.load()
+CODEC = SchemaRegistry.load()
 KIND = kind_named("generate-music")
 TASK = "task-both-ways"
 TOPICS = TopicNames(events="events", archived="archived", archive_failed="failed")
@@ -36,11 +36,11 @@ def recovered_and_received() -> tuple[CallbackEvent, CallbackEvent]:
     assert isinstance(result, Recovered)
     recovered = normalize_recovered(
         result.document, kind=KIND, recovered_by="polling",
-        received_at=datetime(2026, 1, 1, 10, 0, tzinfo=UTC), codec=CODEC, provider_tz=UTC)
+        received_at=datetime(2026, 1, 1, 10, 0, tzinfo=UTC), schemas=CODEC, provider_tz=UTC)
     body = orjson.dumps(result.document)
     decoded = decode(body, KIND)
     assert isinstance(decoded, Decoded)
-    received = normalize(decoded, body, kind=KIND, codec=CODEC, provider_tz=UTC,
+    received = normalize(decoded, body, kind=KIND, schemas=CODEC, provider_tz=UTC,
                          received_at=datetime(2026, 1, 1, 10, 5, tzinfo=UTC))
     assert isinstance(recovered, CallbackEvent)
     assert isinstance(received, CallbackEvent)

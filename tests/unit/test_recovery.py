@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from service.contracts.codec import EVENT_V1, SchemaCodec
+from service.contracts.registry import EVENT_V1, SchemaRegistry
 from service.core.kinds import KINDS, CallbackKind, kind_named
 from service.core.model import CallbackEvent, RecoveredBy, Rejection, Stage
 from service.core.normalize import decode, event_id_for, normalize, normalize_recovered
@@ -22,9 +22,9 @@ from service.core.recovery import (
     read_status,
     recovered_callback,
 )
-from tests.support import EXAMPLES
+from tests.harness.paths import EXAMPLES
 
-CODEC = SchemaCodec.load()
+CODEC = SchemaRegistry.load()
 RECORD_INFO = "provider-api.record-info.v1"
 RECEIVED = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 TASK = "task-0001"
@@ -42,7 +42,7 @@ def recover(kind_name: str, document: dict[str, Any],
     if isinstance(result, Status):
         return result
     event = normalize_recovered(result.document, kind=kind, recovered_by=recovered_by,
-                                received_at=RECEIVED, codec=CODEC, provider_tz=UTC)
+                                received_at=RECEIVED, schemas=CODEC, provider_tz=UTC)
     assert isinstance(event, CallbackEvent), event
     assert CODEC.errors(EVENT_V1, event.data) == []
     return event
@@ -299,7 +299,7 @@ def test_a_recovered_event_never_has_the_id_of_a_callback() -> None:
     body = orjson.dumps(result.document)
     decoded = decode(body, kind)
     assert not isinstance(decoded, Rejection)
-    received = normalize(decoded, body, kind=kind, received_at=RECEIVED, codec=CODEC,
+    received = normalize(decoded, body, kind=kind, received_at=RECEIVED, schemas=CODEC,
                          provider_tz=UTC)
     recovered = event_of("extend-music", "generate-success.json")
     assert isinstance(received, CallbackEvent)
@@ -312,7 +312,7 @@ def test_a_recovered_event_never_has_the_id_of_a_callback() -> None:
 def test_the_horizon_error_is_valid_for_every_kind(kind: CallbackKind) -> None:
     document = horizon_callback(kind, TASK, horizon_seconds=86400, last_status="PENDING")
     event = normalize_recovered(document, kind=kind, recovered_by="horizon",
-                                received_at=RECEIVED, codec=CODEC, provider_tz=UTC,
+                                received_at=RECEIVED, schemas=CODEC, provider_tz=UTC,
                                 task_ref="order-1")
     assert isinstance(event, CallbackEvent), event
     assert CODEC.errors(EVENT_V1, event.data) == []
@@ -337,7 +337,7 @@ def test_the_recovered_event_example_is_what_the_reconciler_writes() -> None:
     result = recovered_callback(kind, answer("wav-success.json"), "988e****c8d3")
     assert isinstance(result, Recovered)
     event = normalize_recovered(result.document, kind=kind, recovered_by="polling",
-                                received_at=RECEIVED, codec=CODEC, provider_tz=UTC)
+                                received_at=RECEIVED, schemas=CODEC, provider_tz=UTC)
     assert isinstance(event, CallbackEvent)
     expected = orjson.loads((EXAMPLES / EVENT_V1 / "wav-recovered-by-polling.json").read_bytes())
     assert event.data == expected

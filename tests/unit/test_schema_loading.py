@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.contracts.codec import EVENT_V1, SCHEMAS_DIR, SchemaCodec, SchemasMissingError
-from tests.support_process import REPO
+from service.contracts.registry import EVENT_V1, SCHEMAS_DIR, SchemaRegistry, SchemasMissingError
+from tests.harness.paths import REPO
 
 
 def test_the_package_schema_folder_is_the_top_level_schemas_folder() -> None:
@@ -19,25 +19,25 @@ def test_the_package_schema_folder_is_the_top_level_schemas_folder() -> None:
 
 
 def test_every_schema_file_is_loaded_by_its_name() -> None:
-    codec = SchemaCodec.load()
+    schemas = SchemaRegistry.load()
     expected = sorted(path.name.removesuffix(".schema.json")
                       for path in (REPO / "schemas").glob("*.schema.json"))
-    assert codec.names() == expected
-    assert EVENT_V1 in codec.names()
+    assert schemas.names() == expected
+    assert EVENT_V1 in schemas.names()
 
 
 def test_a_missing_schema_folder_stops_loading_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SchemasMissingError, match="missing: the package was built without"):
-        SchemaCodec.load(tmp_path / "nowhere")
+        SchemaRegistry.load(tmp_path / "nowhere")
 
 
 def test_a_folder_without_schema_files_stops_loading(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("not a schema")
     with pytest.raises(SchemasMissingError, match=r"no \*\.schema\.json file"):
-        SchemaCodec.load(tmp_path)
+        SchemaRegistry.load(tmp_path)
 
 
 def test_an_empty_schema_file_stops_loading(tmp_path: Path) -> None:
     (tmp_path / "music.callbacks.v1.schema.json").write_bytes(b"\n")
     with pytest.raises(SchemasMissingError, match="is empty"):
-        SchemaCodec.load(tmp_path)
+        SchemaRegistry.load(tmp_path)

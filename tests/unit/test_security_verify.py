@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import Webhook
 from yarl import URL
 
 from service.config.env import ConfigError, Env
-from service.edge.security import (
+from service.gateway.security import (
     REDACTED,
     Failure,
     Reason,
@@ -36,17 +36,10 @@ from service.edge.security import (
     verify_provider_hmac,
     verify_standard_webhooks,
 )
+from tests.harness.fakes import FakeClock
 
 NOW = 1_758_044_664.0
 TS = str(int(NOW))
-
-
-class FakeClock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _token() -> str:
@@ -58,7 +51,7 @@ def _whsec() -> str:
 
 
 def _verifier(environ: dict[str, str], clock: FakeClock | None = None) -> Verifier:
-    return Verifier(SecurityConfig.from_env(Env(environ)), clock or FakeClock())
+    return Verifier(SecurityConfig.from_env(Env(environ)), clock or FakeClock(NOW))
 
 
 def _net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -317,7 +310,7 @@ def test_provider_hmac_missing_headers_are_missing_signature() -> None:
 def test_provider_hmac_stale_timestamp_both_directions() -> None:
     """A genuine signature outside +/-tolerance is stale_timestamp; at the edge it passes."""
     key = _token()
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     verifier = _verifier({"PROVIDER_HMAC_KEY": key, "PROVIDER_HMAC_TOLERANCE_SECONDS": "600"},
                          clock)
     headers = _provider_headers(key, "t1")
@@ -331,7 +324,7 @@ def test_provider_hmac_stale_timestamp_both_directions() -> None:
 def test_provider_hmac_default_tolerance_is_30_minutes() -> None:
     """Without PROVIDER_HMAC_TOLERANCE_SECONDS, 1800 s old passes and 1801 s is stale."""
     key = _token()
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     verifier = _verifier({"PROVIDER_HMAC_KEY": key}, clock)
     headers = _provider_headers(key, "t1")
     clock.now = NOW + 1800
@@ -441,7 +434,7 @@ def test_standard_webhooks_missing_headers() -> None:
 def test_standard_webhooks_expired_and_future_timestamps() -> None:
     """Outside +/-300 s a genuine signature is stale_timestamp; at 300 s it passes."""
     secret = _whsec()
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     verifier = _verifier({"STANDARD_WEBHOOKS_SECRETS": secret}, clock)
     headers = _sw_headers(secret, b"x")
     for offset, ok in ((300, True), (-300, True), (301, False), (-301, False)):
@@ -742,7 +735,7 @@ def test_property_correct_standard_signature_always_verifies(
 @given(token=st.text(min_size=16, max_size=64).filter(lambda t: "," not in t and t.strip() == t))
 def test_property_configured_token_always_verifies(token: str) -> None:
     """Any configured token (no commas or surrounding spaces) verifies and nothing else does."""
-    verifier = Verifier(SecurityConfig(callback_tokens=(token,)), FakeClock())
+    verifier = Verifier(SecurityConfig(callback_tokens=(token,)), FakeClock(NOW))
     assert verifier.verify({"token": token}, {}, b"", None) == Verified(
         None, token_id(token), (Scheme.TOKEN,)
     )

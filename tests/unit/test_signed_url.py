@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from service.edge.security import (
+from service.gateway.security import (
     Failure,
     Ok,
     Reason,
@@ -213,7 +213,7 @@ def test_sign_url_command_mints_a_url_the_verifier_accepts() -> None:
     """``python -m service sign-url`` prints a URL carrying ref, exp and sig."""
     from urllib.parse import parse_qsl, urlsplit
 
-    from tests.support_process import run_command
+    from tests.harness.processes import run_command
 
     key = secrets.token_urlsafe(32)
     result = run_command(["sign-url", "--task-ref", "order-7", "--base-url",

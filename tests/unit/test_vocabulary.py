@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from service.contracts.codec import SCHEMAS_DIR
+from service.contracts.registry import SCHEMAS_DIR
 from service.contracts.vocabulary import FILE_ROLES, STEM_ROLES
 from service.core.kinds import KIND_NAMES, ONE_SHOT_KIND_NAMES, TRACK_FAMILY_KIND_NAMES
 

@@ -27,7 +27,7 @@ from service.consumers.archiver.media import limits_by_role
 from service.consumers.archiver.metrics import PREFIX, ArchiverMetrics
 from service.consumers.archiver.netguard import AddressPolicy
 from service.consumers.archiver.processor import ArchiveProcessor, ProcessorSettings
-from service.contracts.codec import ARCHIVE_FAILED_V1, ARCHIVED_V1, SchemaCodec
+from service.contracts.registry import ARCHIVE_FAILED_V1, ARCHIVED_V1, SchemaRegistry
 from service.kafka.consumer import ConsumerMetrics, ConsumerOptions, StreamConsumer
 from service.kafka.producer import KafkaPublisher, ProducerOptions
 from service.observability.admin import create_admin_app
@@ -69,7 +69,7 @@ def build_processor(config: ArchiverConfig, registry: CollectorRegistry,
                     tmp_dir: Path) -> ArchiveProcessor:
     policy = address_policy(config)
     limits = limits_by_role(download_limits(config), config.max_bytes_by_role)
-    codec = SchemaCodec.load()
+    schemas = SchemaRegistry.load()
     return ArchiveProcessor(
         store=config.store,
         publisher=publisher,
@@ -79,8 +79,8 @@ def build_processor(config: ArchiverConfig, registry: CollectorRegistry,
         settings=ProcessorSettings(
             archived_topic=config.topics.archived,
             dead_letter_topic=config.topics.archive_failed,
-            archived_schema=codec.schema_id(ARCHIVED_V1),
-            dead_letter_schema=codec.schema_id(ARCHIVE_FAILED_V1),
+            archived_schema=schemas.schema_id(ARCHIVED_V1),
+            dead_letter_schema=schemas.schema_id(ARCHIVE_FAILED_V1),
             concurrency=config.concurrency,
             publish_timeout_seconds=config.publish_timeout_seconds,
         ),

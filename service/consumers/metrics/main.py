@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from service.config.metrics import MetricsConfig
+from service.config.metrics_consumer import MetricsConsumerConfig
 from service.consumers.metrics.exporter import MusicMetrics
 from service.consumers.metrics.processor import MetricsProcessor, StateTables
 from service.kafka.consumer import ConsumerMetrics, ConsumerOptions, StreamConsumer
@@ -40,7 +40,7 @@ OPTIONAL_TOPICS_RECHECK_SECONDS: Final = 60.0
 class MetricsConsumerLoop:
     """Runs the :class:`StreamConsumer`, re-subscribing when an archive topic appears."""
 
-    def __init__(self, config: MetricsConfig, processor: MetricsProcessor,
+    def __init__(self, config: MetricsConsumerConfig, processor: MetricsProcessor,
                  consumer_metrics: ConsumerMetrics, shutdown: ShutdownFlag, *,
                  recheck_seconds: float = OPTIONAL_TOPICS_RECHECK_SECONDS) -> None:
         self._config = config
@@ -123,7 +123,7 @@ class MetricsConsumerLoop:
                 return
 
 
-async def run_metrics(config: MetricsConfig) -> None:
+async def run_metrics(config: MetricsConsumerConfig) -> None:
     """Serve the admin port and consume until SIGTERM/SIGINT; a processing crash re-raises."""
     registry = CollectorRegistry()
     processor = MetricsProcessor(

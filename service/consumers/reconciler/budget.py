@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from service.edge.security.ratelimit import RateLimiter
+from service.gateway.security.ratelimit import RateLimiter
 
 BACKOFF_BASE_SECONDS: Final = 1.0
 _KEY: Final = "provider"

@@ -21,7 +21,7 @@ from service.config.reconciler import ReconcilerConfig
 from service.consumers.reconciler.metrics import ReconcilerMetrics
 from service.consumers.reconciler.provider import RecordInfoClient
 from service.consumers.reconciler.reconciler import Reconciler
-from service.contracts.codec import SchemaCodec
+from service.contracts.registry import SchemaRegistry
 from service.kafka.producer import KafkaPublisher, ProducerOptions
 from service.observability.admin import create_admin_app
 from service.runtime import Listener, ShutdownFlag, serve
@@ -48,11 +48,11 @@ def provider_session(config: ReconcilerConfig) -> aiohttp.ClientSession:
 def build_reconciler(config: ReconcilerConfig, *, registry: CollectorRegistry,
                      session: aiohttp.ClientSession, publisher: KafkaPublisher,
                      ) -> Reconciler:
-    codec = SchemaCodec.load()
+    schemas = SchemaRegistry.load()
     client = RecordInfoClient(session, base_url=config.provider_base_url,
                               api_key=config.provider_api_key,
-                              max_answer_bytes=config.max_answer_bytes, codec=codec)
-    return Reconciler(config, publisher=publisher, client=client, codec=codec,
+                              max_answer_bytes=config.max_answer_bytes, schemas=schemas)
+    return Reconciler(config, publisher=publisher, client=client, schemas=schemas,
                       metrics=ReconcilerMetrics(registry))
 
 

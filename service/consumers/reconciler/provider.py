@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 from aiohttp import hdrs
 
-from service.contracts.codec import RECORD_INFO_V1, SchemaCodec
+from service.contracts.registry import RECORD_INFO_V1, SchemaRegistry
 
 THROTTLING_CODES: Final = frozenset({429, 430, 455})
 # Provider codes reported as such in reconciler_provider_errors_total; any other is "other".
@@ -80,12 +80,12 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
 
 class RecordInfoClient:
     def __init__(self, session: aiohttp.ClientSession, *, base_url: str, api_key: str,
-                 max_answer_bytes: int, codec: SchemaCodec) -> None:
+                 max_answer_bytes: int, schemas: SchemaRegistry) -> None:
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._authorization = f"Bearer {api_key}"
         self._max_bytes = max_answer_bytes
-        self._codec = codec
+        self._codec = schemas
 
     async def fetch(self, path: str, task_id: str) -> Fetched:
         """Ask about one task; never raises for what the provider or the network does."""

@@ -45,7 +45,7 @@ from service.consumers.reconciler.records import (
     read_submission,
 )
 from service.consumers.reconciler.state import OpenTask, TaskTable
-from service.contracts.codec import EVENT_V1, SchemaCodec
+from service.contracts.registry import EVENT_V1, SchemaRegistry
 from service.core.kinds import CallbackKind, kind_named
 from service.core.model import CallbackEvent, Rejection
 from service.core.normalize import normalize_recovered
@@ -73,7 +73,7 @@ class Reconciler:
         publisher: KafkaPublisher,
         client: RecordInfoClient,
         metrics: ReconcilerMetrics,
-        codec: SchemaCodec,
+        schemas: SchemaRegistry,
         budget: PollBudget | None = None,
         clock: Callable[[], float] = time.time,
         consumer_factory: Callable[..., AIOKafkaConsumer] = AIOKafkaConsumer,
@@ -86,8 +86,8 @@ class Reconciler:
         self.live = asyncio.Event()  # set once the state is rebuilt and polling runs
         self._publisher = publisher
         self._client = client
-        self._codec = codec
-        self._dataschema = codec.schema_id(EVENT_V1)
+        self._codec = schemas
+        self._dataschema = schemas.schema_id(EVENT_V1)
         self._clock = clock
         self._consumer_factory = consumer_factory
         self._consumer: AIOKafkaConsumer | None = None
@@ -326,7 +326,7 @@ class Reconciler:
             return "pending"
         event = normalize_recovered(
             result.document, kind=kind, recovered_by="polling", received_at=self._now(),
-            codec=self._codec, provider_tz=self.config.provider_timezone,
+            schemas=self._codec, provider_tz=self.config.provider_timezone,
             task_ref=task.task_ref)
         if isinstance(event, Rejection):
             fields.update(reason=event.reason,
@@ -344,7 +344,7 @@ class Reconciler:
                                         last_status=task.last_status)
             event = normalize_recovered(
                 document, kind=kind, recovered_by="horizon", received_at=self._now(),
-                codec=self._codec, provider_tz=self.config.provider_timezone,
+                schemas=self._codec, provider_tz=self.config.provider_timezone,
                 task_ref=task.task_ref)
             if isinstance(event, Rejection):  # pragma: no cover - tested valid for every kind
                 raise TypeError(f"the horizon error of {kind.name} is invalid: {event}")

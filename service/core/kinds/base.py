@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Any, Final
 
-from service.contracts.codec import SchemaError
+from service.contracts.registry import SchemaError
 from service.core.model import Rejection, Stage
 
 ROUTE_PREFIX: Final = "/callbacks/"

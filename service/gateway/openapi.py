@@ -8,7 +8,7 @@ parts are written by hand: the parameters (``components.parameters``), the answe
 ``schemas/``) are derived here. A test fails when the committed document
 differs from ``with_kinds(committed)``; to refresh it after adding a kind, run
 
-    python -m service.edge.openapi
+    python -m service.gateway.openapi
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import orjson
 
-from service.contracts.codec import SCHEMAS_DIR, TASKS_V1
+from service.contracts.registry import SCHEMAS_DIR, TASKS_V1
 from service.core.kinds import KINDS, CallbackKind
 from service.core.kinds.base import ROUTE_PREFIX
 

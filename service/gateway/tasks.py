@@ -25,11 +25,11 @@ import orjson
 import structlog
 
 from service.config.gateway import GatewayConfig
-from service.contracts.codec import TASKS_V1, SchemaCodec, SchemaError
+from service.contracts.registry import TASKS_V1, SchemaError, SchemaRegistry
 from service.core.records import envelope_headers
 from service.core.timefmt import rfc3339
-from service.edge.ingest import Outcome, utc_now
-from service.edge.metrics import GatewayMetrics
+from service.gateway.ingest import Outcome, utc_now
+from service.gateway.metrics import GatewayMetrics
 from service.kafka.producer import KafkaPublisher, PublishError
 from service.observability.tracing import kafka_header
 
@@ -49,7 +49,7 @@ class NotATask:
 Task = dict[str, Any]
 
 
-def read_task(body: bytes, codec: SchemaCodec) -> Task | NotATask:
+def read_task(body: bytes, schemas: SchemaRegistry) -> Task | NotATask:
     """The task in ``body``, or why it is not one, with the failing paths."""
     try:
         document = orjson.loads(body)
@@ -57,7 +57,7 @@ def read_task(body: bytes, codec: SchemaCodec) -> Task | NotATask:
         return NotATask("invalid_json", (SchemaError("", str(exc)[:200]),))
     if not isinstance(document, dict):
         return NotATask("not_an_object", (SchemaError("", "the body must be a JSON object"),))
-    errors = codec.errors(TASKS_V1, document)
+    errors = schemas.errors(TASKS_V1, document)
     if errors:
         return NotATask("schema_violation", tuple(errors))
     return document
@@ -69,14 +69,14 @@ def task_id_of(task: Task | NotATask) -> str | None:
 
 
 class TaskIntake:
-    def __init__(self, *, config: GatewayConfig, codec: SchemaCodec, publisher: KafkaPublisher,
+    def __init__(self, *, config: GatewayConfig, schemas: SchemaRegistry, publisher: KafkaPublisher,
                  metrics: GatewayMetrics, clock: Callable[[], datetime] = utc_now) -> None:
         self._config = config
         self._publisher = publisher
         self._metrics = metrics
         self._clock = clock
-        self.codec = codec
-        self._dataschema = codec.schema_id(TASKS_V1)
+        self.schemas = schemas
+        self._dataschema = schemas.schema_id(TASKS_V1)
         self._retry_after = str(max(1, math.ceil(config.publish_timeout_seconds)))
 
     async def accept(self, task: Task | NotATask, *, task_ref: str | None,

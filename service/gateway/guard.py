@@ -30,9 +30,9 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from service.edge.http import Handler, RefusedError, json_error
-from service.edge.metrics import GatewayMetrics
-from service.edge.security import (
+from service.gateway.http import Handler, RefusedError, json_error
+from service.gateway.metrics import GatewayMetrics
+from service.gateway.security import (
     Failure,
     RateLimiter,
     Scheme,
@@ -42,7 +42,7 @@ from service.edge.security import (
     address_key,
 )
 
-log = structlog.get_logger("service.edge.guard")
+log = structlog.get_logger("service.gateway.guard")
 
 _UNKNOWN_SOURCE: Final = "unknown"
 _COST_UNIT_BYTES: Final = 64 * 1024

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tests.support_process import REPO
+from tests.harness.paths import REPO
 
 DEPLOY = REPO / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"

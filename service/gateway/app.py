@@ -6,7 +6,7 @@ kind gets its route, ``POST /callbacks/<kind>``, whose one-line handler runs the
 pipeline (read, decode, verify, normalize, publish); any other path is a 404 that
 publishes nothing. The spool's cleanup, registered after the producer's, runs first:
 its forwarder stops before the producer. ``POST /tasks`` takes submitted tasks for the
-reconciler, behind the same guard (``service.edge.tasks``).
+reconciler, behind the same guard (``service.gateway.tasks``).
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from prometheus_client import CollectorRegistry
 
 from service.config.gateway import GatewayConfig
 from service.config.kafka import max_record_bytes
-from service.contracts.codec import SchemaCodec
+from service.contracts.registry import SchemaRegistry
 from service.core.kinds import KINDS, CallbackKind
 from service.core.normalize import decode
-from service.edge.guard import Guard, make_guard_middleware
-from service.edge.http import Handler, make_request_middleware, read_body
-from service.edge.ingest import CallbackIngest
-from service.edge.metrics import GatewayMetrics
-from service.edge.tasks import ROUTE as TASKS_ROUTE
-from service.edge.tasks import TaskIntake, read_task, task_id_of
+from service.gateway.guard import Guard, make_guard_middleware
+from service.gateway.http import Handler, make_request_middleware, read_body
+from service.gateway.ingest import CallbackIngest
+from service.gateway.metrics import GatewayMetrics
+from service.gateway.tasks import ROUTE as TASKS_ROUTE
+from service.gateway.tasks import TaskIntake, read_task, task_id_of
 from service.kafka.durable import DurablePublisher
 from service.kafka.producer import KafkaPublisher, ProducerOptions
 from service.observability.tracing import start_or_continue
@@ -72,7 +72,7 @@ async def receive_task(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
     body = await read_body(request, config.max_body_bytes,
                            config.security.body_read_timeout_seconds)
-    task = read_task(body, request.app[TASKS_KEY].codec)
+    task = read_task(body, request.app[TASKS_KEY].schemas)
     verified = request.app[GUARD_KEY].verify(request, body, task_id_of(task))
     traceparent, trace_id = start_or_continue(request.headers.get("traceparent"),
                                               request.headers.get("tracestate"))
@@ -130,7 +130,7 @@ def create_app(
     config: GatewayConfig,
     *,
     registry: CollectorRegistry | None = None,
-    codec: SchemaCodec | None = None,
+    schemas: SchemaRegistry | None = None,
     publisher: KafkaPublisher | None = None,
 ) -> web.Application:
     registry = registry if registry is not None else CollectorRegistry()
@@ -155,11 +155,12 @@ def create_app(
         broker_budget=config.spool.after_seconds,
         largest_record_bytes=config.spool.largest_record_bytes,
     )
-    codec = codec or SchemaCodec.load()
+    schemas = schemas or SchemaRegistry.load()
     app[INGEST_KEY] = CallbackIngest(
-        config=config, codec=codec, publisher=durable, metrics=metrics,
+        config=config, schemas=schemas, publisher=durable, metrics=metrics,
     )
-    app[TASKS_KEY] = TaskIntake(config=config, codec=codec, publisher=publisher, metrics=metrics)
+    app[TASKS_KEY] = TaskIntake(config=config, schemas=schemas, publisher=publisher,
+                                metrics=metrics)
     app.cleanup_ctx.append(_publisher_ctx)
     app.cleanup_ctx.append(_spool_ctx)
     for kind in KINDS:

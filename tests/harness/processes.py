@@ -14,7 +14,7 @@ from typing import Self
 
 import orjson
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.harness.paths import REPO
 
 
 class ServiceProcess:
@@ -92,3 +92,13 @@ def run_command(command: list[str], env: dict[str, str],
         [sys.executable, "-m", "service", *command], cwd=REPO, capture_output=True, text=True,
         env={"PATH": os.environ.get("PATH", ""), **env}, timeout=timeout, check=False,
     )
+
+
+def assert_configuration_error(command: list[str], env: dict[str, str], variable: str,
+                               timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """``python -m service <command>`` refuses to start: exit code 2 and an error naming
+    ``variable`` (the policy of every process); the result is returned for further checks."""
+    result = run_command(command, env, timeout=timeout)
+    assert result.returncode == 2
+    assert f"configuration error: {variable}:" in result.stderr
+    return result

@@ -18,8 +18,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.support import example
-from tests.support_kafka import headers_of, read_records
+from tests.harness.examples import example
+from tests.harness.kafka_records import headers_of, read_records
 
 STAGES = ("text", "first", "complete")
 

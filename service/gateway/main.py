@@ -6,7 +6,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from service.config.gateway import GatewayConfig
-from service.edge.app import DURABLE_KEY, create_app
+from service.gateway.app import DURABLE_KEY, create_app
 from service.observability.admin import create_admin_app
 from service.runtime import Listener, ShutdownFlag, serve
 

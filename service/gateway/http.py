@@ -11,9 +11,9 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from service.edge.metrics import GatewayMetrics
+from service.gateway.metrics import GatewayMetrics
 
-log = structlog.get_logger("service.edge.request")
+log = structlog.get_logger("service.gateway.request")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -16,15 +16,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from service.edge.security.config import SecurityConfig
-from service.edge.security.ratelimit import RateLimiter, address_key
-from service.edge.security.signed_url import (
+from service.gateway.security.config import SecurityConfig
+from service.gateway.security.ratelimit import RateLimiter, address_key
+from service.gateway.security.signed_url import (
     sign_callback_url,
     url_signature,
     valid_ref,
     verify_signed_query,
 )
-from service.edge.security.verify import (
+from service.gateway.security.verify import (
     REDACTED,
     Failure,
     IPAddress,

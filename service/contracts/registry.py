@@ -1,7 +1,9 @@
-"""One codec for every JSON contract: schemas are loaded and compiled once.
+"""The registry of every JSON contract: schemas are loaded and compiled once, then validate.
+
+Not a Confluent Schema Registry: nothing is fetched at run time.
 
 Schemas live in the repository's ``schemas/`` folder, one file per topic (or
-inbound route) and version. ``SchemaCodec.load()`` reads and compiles all of
+inbound route) and version. ``SchemaRegistry.load()`` reads and compiles all of
 them at start-up; validation afterwards is pure and allocation-light.
 jsonschema-rs was chosen by measurement (see ``tests/bench/bench_validators.py``).
 
@@ -54,7 +56,7 @@ def _pointer(parts: list[str | int]) -> str:
     return "/" + "/".join(escaped) if parts else ""
 
 
-class SchemaCodec:
+class SchemaRegistry:
     """Compiled validators keyed by schema name (the file name without ``.schema.json``)."""
 
     def __init__(self, schemas: dict[str, dict[str, Any]]) -> None:
@@ -64,7 +66,7 @@ class SchemaCodec:
         }
 
     @classmethod
-    def load(cls, directory: Traversable = SCHEMAS_DIR) -> SchemaCodec:
+    def load(cls, directory: Traversable = SCHEMAS_DIR) -> SchemaRegistry:
         """Every ``*.schema.json`` of ``directory``; raises ``SchemasMissingError`` if none."""
         if not directory.is_dir():
             raise SchemasMissingError(

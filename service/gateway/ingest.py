@@ -19,12 +19,12 @@ import orjson
 import structlog
 
 from service.config.gateway import GatewayConfig
-from service.contracts.codec import EVENT_V1, SchemaCodec
+from service.contracts.registry import EVENT_V1, SchemaRegistry
 from service.core.kinds import CallbackKind
 from service.core.model import CallbackEvent, Decoded, Rejection
 from service.core.normalize import normalize
 from service.core.records import cloudevent_headers, rejected_value
-from service.edge.metrics import GatewayMetrics
+from service.gateway.metrics import GatewayMetrics
 from service.kafka.durable import Ack, DurablePublisher
 from service.kafka.producer import Headers, PublishError
 from service.observability.tracing import kafka_header
@@ -48,17 +48,17 @@ class CallbackIngest:
         self,
         *,
         config: GatewayConfig,
-        codec: SchemaCodec,
+        schemas: SchemaRegistry,
         publisher: DurablePublisher,
         metrics: GatewayMetrics,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._config = config
-        self._codec = codec
+        self._schemas = schemas
         self._publisher = publisher
         self._metrics = metrics
         self._clock = clock
-        self._dataschema = codec.schema_id(EVENT_V1)
+        self._dataschema = schemas.schema_id(EVENT_V1)
         self._retry_after = str(max(1, math.ceil(config.publish_timeout_seconds)))
 
     async def accept(
@@ -78,7 +78,7 @@ class CallbackIngest:
             result = decoded
         else:
             result = normalize(
-                decoded, body, kind=kind, received_at=received_at, codec=self._codec,
+                decoded, body, kind=kind, received_at=received_at, schemas=self._schemas,
                 provider_tz=self._config.provider_timezone, task_ref=task_ref,
             )
         trace = [kafka_header(traceparent)] if traceparent else []

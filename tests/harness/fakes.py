@@ -1,7 +1,8 @@
-"""A resolver for tests: maps fake host names to fixed addresses, never consults real DNS.
+"""Test doubles for what the service takes injected: a clock and a DNS resolver.
 
-It lets a test point a name at a forbidden address (private, metadata, loopback) and
-prove the guard refuses it without a single packet leaving loopback.
+:class:`FakeResolver` maps fake host names to fixed addresses and never consults real DNS:
+it lets a test point a name at a forbidden address (private, metadata, loopback) and prove
+the guard refuses it without a single packet leaving loopback.
 """
 
 from __future__ import annotations
@@ -9,6 +10,19 @@ from __future__ import annotations
 import socket
 
 from aiohttp.abc import AbstractResolver, ResolveResult
+
+
+class FakeClock:
+    """A clock (``() -> seconds``) that moves only when the test moves it."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 class FakeResolver(AbstractResolver):

@@ -10,7 +10,7 @@ from service.config.shared import TopicNames, read_log_level
 
 
 @dataclass(frozen=True)
-class MetricsConfig:
+class MetricsConsumerConfig:
     kafka: KafkaSettings
     topics: TopicNames
     group_id: str = "music-metrics"
@@ -23,18 +23,18 @@ class MetricsConfig:
     shutdown_timeout_seconds: float = 10.0
 
     @classmethod
-    def from_env(cls, env: Env | None = None) -> MetricsConfig:
+    def from_env(cls, env: Env | None = None) -> MetricsConsumerConfig:
         env = env or Env()
         return cls(
             kafka=KafkaSettings.from_env(env, client_id="music-metrics"),
             topics=TopicNames.from_env(env),
-            group_id=env.str("METRICS_GROUP_ID", "music-metrics"),
-            admin_host=env.str("ADMIN_HOST", "0.0.0.0"),
+            group_id=env.text("METRICS_GROUP_ID", "music-metrics"),
+            admin_host=env.text("ADMIN_HOST", "0.0.0.0"),
             admin_port=env.port("ADMIN_PORT", 8083),
-            task_state_ttl_seconds=env.float("TASK_STATE_TTL_SECONDS", 86_400.0, minimum=1.0,
+            task_state_ttl_seconds=env.number("TASK_STATE_TTL_SECONDS", 86_400.0, minimum=1.0,
                                              maximum=90 * 86_400.0),
-            task_state_max_entries=env.int("TASK_STATE_MAX_ENTRIES", 100_000, minimum=1,
+            task_state_max_entries=env.integer("TASK_STATE_MAX_ENTRIES", 100_000, minimum=1,
                                            maximum=100_000_000),
             log_level=read_log_level(env),
-            shutdown_timeout_seconds=env.float("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
+            shutdown_timeout_seconds=env.number("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
         )

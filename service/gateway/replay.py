@@ -31,14 +31,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from service.config.gateway import GatewayConfig
 from service.config.kafka import max_record_bytes
-from service.contracts.codec import EVENT_V1, SchemaCodec
+from service.contracts.registry import EVENT_V1, SchemaRegistry
 from service.core.kinds import CallbackKind, kind_named
 from service.core.kinds.base import ROUTE_PREFIX
 from service.core.model import CallbackEvent, Rejection
 from service.core.normalize import decode, normalize
 from service.core.records import body_from_rejected, cloudevent_headers, rejected_value
 from service.core.timefmt import epoch_seconds
-from service.edge.app import build_publisher
+from service.gateway.app import build_publisher
 from service.kafka.producer import KafkaPublisher, PublishError
 
 log = structlog.get_logger(__name__)
@@ -72,10 +72,10 @@ class Replayed:
 
 class Replayer:
     def __init__(self, config: GatewayConfig, publisher: KafkaPublisher | None,
-                 codec: SchemaCodec, *, republish_rejected: bool) -> None:
+                 schemas: SchemaRegistry, *, republish_rejected: bool) -> None:
         self._config = config
         self._publisher = publisher  # None: dry run
-        self._codec = codec
+        self._schemas = schemas
         self._republish = republish_rejected
 
     async def one(self, record: ConsumerRecord[bytes, bytes]) -> Replayed:
@@ -93,14 +93,14 @@ class Replayer:
             return Replayed(**where, outcome="unreadable", reason="unknown_kind")
         decoded = decode(body, kind)
         result: CallbackEvent | Rejection = decoded if isinstance(decoded, Rejection) else (
-            normalize(decoded, body, kind=kind, received_at=received_at, codec=self._codec,
+            normalize(decoded, body, kind=kind, received_at=received_at, schemas=self._schemas,
                       provider_tz=self._config.provider_timezone, task_ref=None))
         trace = [(key, data) for key, data in record.headers if key == "traceparent"]
         if isinstance(result, CallbackEvent):
             if self._publisher is None:
                 return Replayed(**where, outcome="would_publish", event_id=result.event_id)
             headers = cloudevent_headers(
-                result, dataschema=self._codec.schema_id(EVENT_V1)) + trace
+                result, dataschema=self._schemas.schema_id(EVENT_V1)) + trace
             await self._publisher.publish(
                 self._config.topics.events, key=result.task_id.encode(),
                 value=orjson.dumps(result.data), headers=headers,
@@ -188,7 +188,7 @@ async def replay(config: GatewayConfig, wanted: ReplayRange, *, dry_run: bool,
         known = await _partitions(config, topic)
         chosen = sorted(known if wanted.partitions is None else set(wanted.partitions) & known)
         bounds = await _bounds(consumer, [TopicPartition(topic, p) for p in chosen], wanted)
-        replayer = Replayer(config, publisher, SchemaCodec.load(),
+        replayer = Replayer(config, publisher, SchemaRegistry.load(),
                             republish_rejected=republish_rejected)
         complete = await _replay_bounds(consumer, bounds, replayer, wanted=wanted,
                                         counts=counts, emit=emit)

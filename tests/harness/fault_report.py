@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.fault.loadgen import Verdict
+from tests.harness.load_generator import Verdict
 
 ROWS_KEY = pytest.StashKey[list["Row"]]()
 HEADER = ("scenario", "sent", "2xx", "spooled", "503", "no answer", "lost", "wrong content",

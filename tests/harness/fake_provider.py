@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from service.core.kinds import KINDS
-from tests.support import EXAMPLES
+from tests.harness.paths import EXAMPLES
 
 RECORD_INFO_EXAMPLES: Final = EXAMPLES / "provider-api.record-info.v1"
 RECORD_INFO_PATHS: Final = frozenset(kind.record_info.path for kind in KINDS

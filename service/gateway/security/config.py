@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from service.config.env import ConfigError, Env
-from service.edge.security.verify import IPNetwork, Scheme, parse_standard_webhooks_secret
+from service.gateway.security.verify import IPNetwork, Scheme, parse_standard_webhooks_secret
 
 AUTH_MODES: tuple[Literal["verify"], Literal["none"]] = ("verify", "none")
 MIN_GENERATED_SECRET_CHARS = 16
@@ -92,17 +92,17 @@ class SecurityConfig:
             callback_tokens=tokens,
             url_signing_keys=signing_keys,
             provider_hmac_keys=provider_keys,
-            provider_hmac_tolerance_seconds=env.int(
+            provider_hmac_tolerance_seconds=env.integer(
                 "PROVIDER_HMAC_TOLERANCE_SECONDS", 1800, minimum=1, maximum=86_400
             ),
             standard_webhooks_secrets=webhook_secrets,
             allowed_source_cidrs=allowed,
             trusted_proxy_cidrs=trusted,
             rate_limit_per_second=_positive_float(env, "RATE_LIMIT_PER_SECOND", 100.0),
-            rate_limit_burst=env.int("RATE_LIMIT_BURST", 1000, minimum=1),
-            rate_limit_max_keys=env.int("RATE_LIMIT_MAX_KEYS", 10_000, minimum=1),
+            rate_limit_burst=env.integer("RATE_LIMIT_BURST", 1000, minimum=1),
+            rate_limit_max_keys=env.integer("RATE_LIMIT_MAX_KEYS", 10_000, minimum=1),
             body_read_timeout_seconds=_positive_float(env, "BODY_READ_TIMEOUT_SECONDS", 10.0),
-            max_in_flight=env.int("MAX_IN_FLIGHT", 512, minimum=1),
+            max_in_flight=env.integer("MAX_IN_FLIGHT", 512, minimum=1),
         )
 
 
@@ -132,7 +132,7 @@ def _standard_webhooks_secrets(env: Env, name: str) -> tuple[bytes, ...]:
 
 def _networks(env: Env, name: str) -> tuple[IPNetwork, ...]:
     networks = []
-    for value in env.str_list(name):
+    for value in env.text_list(name):
         try:
             networks.append(ipaddress.ip_network(value, strict=True))
         except ValueError as exc:
@@ -141,7 +141,7 @@ def _networks(env: Env, name: str) -> tuple[IPNetwork, ...]:
 
 
 def _positive_float(env: Env, name: str, default: float) -> float:
-    value = env.float(name, default)
+    value = env.number(name, default)
     if not (math.isfinite(value) and value > 0):
         raise ConfigError(name, f"must be a positive number, got {value}")
     return value
