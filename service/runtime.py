@@ -3,19 +3,32 @@
 Signal handlers only set a flag (an ``asyncio.Event``); the shutdown sequence
 runs in the main coroutine: mark not ready, stop accepting, let in-flight
 requests finish (bounded), then run each app's cleanup (flushing producers).
+
+``run_worker`` is the one shape of every consumer process (archiver, metrics, and
+any later one): the admin listener with named readiness checks, the work (the
+consumer loop) as a task beside it, one exit-code policy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Final
 
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from service.config.shared import ProcessSettings
+from service.observability.admin import ReadinessCheck, create_admin_app
 
 log = structlog.get_logger(__name__)
+
+EXIT_OK: Final = 0
+EXIT_CRASHED: Final = 1
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,13 @@ class ShutdownFlag:
 
     async def wait(self) -> None:
         await self.event.wait()
+
+    def set(self) -> None:
+        self.event.set()
+
+    async def check(self) -> str | None:
+        """Readiness: not ready once shutting down (endpoints stop sending traffic)."""
+        return "shutting_down" if self.is_set else None
 
 
 async def serve(
@@ -81,3 +101,81 @@ def bound_port(runner: web.AppRunner) -> int | None:
         if isinstance(address, tuple):
             return int(address[1])
     return None
+
+
+def admin_listener(process: ProcessSettings, registry: CollectorRegistry,
+                   shutdown: ShutdownFlag, checks: Mapping[str, ReadinessCheck]) -> Listener:
+    """The process's admin port; readiness asks the flag first, then ``checks`` in order."""
+    return Listener(create_admin_app(registry, {"shutdown": shutdown.check, **checks}),
+                    process.admin_host, process.admin_port, "admin")
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What ``run_worker`` runs.
+
+    ``work(shutdown)`` is the consumer loop: it starts once the admin port listens and must
+    return soon after ``shutdown`` is set, having drained, committed and left its group.
+    ``checks`` are the named readiness checks (name -> async callable returning None when
+    ready, else a short reason), asked in order; the first reason is ``/readyz``'s answer.
+    """
+
+    work: Callable[[ShutdownFlag], Awaitable[None]]
+    checks: Mapping[str, ReadinessCheck]
+
+
+async def run_worker(
+    name: str,
+    worker: AbstractAsyncContextManager[Worker],
+    *,
+    process: ProcessSettings,
+    registry: CollectorRegistry,
+    shutdown: ShutdownFlag | None = None,
+) -> int:
+    """Run a consumer process until SIGTERM/SIGINT or until its work ends; the exit code.
+
+    ``worker`` is entered first (it opens the clients the work needs) and left last, once
+    the work has returned, so its exit closes them (flushing producers). In between: the
+    admin listener serves ``/healthz``, ``/readyz`` and ``/metrics`` from ``registry``, and
+    ``work`` runs as a task. The work ending on its own (returning or raising) stops the
+    process too. Exit code: 0 (``EXIT_OK``) after a clean stop; 1 (``EXIT_CRASHED``) when
+    the work raised, logged as ``<name>_stopped_on_failure``, so the orchestrator restarts
+    the process from the last committed offsets. The last log line is ``<name>_stopped``.
+
+    ``shutdown``: a flag the caller sets to stop it (tests, in-process); without one, a new
+    flag is set by SIGTERM/SIGINT.
+    """
+    if shutdown is None:
+        shutdown = ShutdownFlag()
+        shutdown.install()
+    flag = shutdown
+    crashed = False
+    crashed_event, stopped_event = f"{name}_stopped_on_failure", f"{name}_stopped"
+    async with worker as running:
+        task: asyncio.Task[None] | None = None
+
+        async def work() -> None:
+            nonlocal crashed
+            try:
+                await running.work(flag)
+            except Exception:
+                crashed = True
+                log.exception(crashed_event)
+            finally:
+                flag.set()  # the admin listener goes too: the process is done
+
+        async def start_work() -> None:
+            nonlocal task
+            task = asyncio.create_task(work(), name=f"{name}-work")
+
+        try:
+            await serve([admin_listener(process, registry, flag, running.checks)],
+                        shutdown=flag, shutdown_timeout=process.shutdown_timeout_seconds,
+                        on_started=start_work)
+        finally:
+            flag.set()
+            if task is not None:
+                await task  # drains in-flight work and commits what is done
+    exit_code = EXIT_CRASHED if crashed else EXIT_OK
+    log.info(stopped_event, exit_code=exit_code)
+    return exit_code

@@ -13,7 +13,7 @@ from typing import Final
 
 from service.config.env import ConfigError, Env
 from service.config.kafka import KafkaSettings
-from service.config.shared import TopicNames, read_log_level
+from service.config.shared import ProcessSettings, TopicNames
 from service.consumers.archiver.download import DEFAULT_MAX_BYTES
 from service.consumers.archiver.media import default_max_bytes, max_bytes_variable
 from service.contracts.vocabulary import FILE_ROLES, FileRole
@@ -73,6 +73,7 @@ class ArchiverConfig:
     kafka: KafkaSettings
     topics: TopicNames
     store: ObjectStore = field(repr=False, compare=False)
+    process: ProcessSettings
     storage_url: str = ""
     group_id: str = DEFAULT_GROUP_ID
     concurrency: int = 4
@@ -89,10 +90,6 @@ class ArchiverConfig:
     allow_loopback: bool = False
     enable_idempotence: bool = True
     publish_timeout_seconds: float = 10.0
-    shutdown_timeout_seconds: float = 10.0
-    admin_host: str = "0.0.0.0"
-    admin_port: int = DEFAULT_ADMIN_PORT
-    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ArchiverConfig:
@@ -121,6 +118,7 @@ class ArchiverConfig:
             kafka=kafka,
             topics=TopicNames.from_env(env),
             store=open_store(storage_url, env),
+            process=ProcessSettings.from_env(env, default_admin_port=DEFAULT_ADMIN_PORT),
             storage_url=storage_url,
             group_id=env.text("ARCHIVER_GROUP_ID", DEFAULT_GROUP_ID),
             concurrency=env.integer("ARCHIVE_CONCURRENCY", 4, minimum=1, maximum=256),
@@ -138,8 +136,4 @@ class ArchiverConfig:
             enable_idempotence=env.flag("KAFKA_ENABLE_IDEMPOTENCE", default=True),
             publish_timeout_seconds=env.number("PUBLISH_TIMEOUT_SECONDS", 10.0,
                                               minimum=0.1, maximum=120.0),
-            shutdown_timeout_seconds=env.number("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
-            admin_host=env.text("ADMIN_HOST", "0.0.0.0"),
-            admin_port=env.port("ADMIN_PORT", DEFAULT_ADMIN_PORT),
-            log_level=read_log_level(env),
         )

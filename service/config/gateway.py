@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from service.config.env import ConfigError, Env
 from service.config.kafka import KafkaSettings, read_compression_type
-from service.config.shared import TopicNames, read_log_level
+from service.config.shared import ProcessSettings, TopicNames
 from service.config.spool import SpoolConfig
 from service.gateway.security.config import SecurityConfig
+
+DEFAULT_ADMIN_PORT: Final = 8081
 
 
 def read_timezone(env: Env, name: str) -> tzinfo:
@@ -26,17 +29,14 @@ class GatewayConfig:
     kafka: KafkaSettings
     topics: TopicNames
     security: SecurityConfig
+    process: ProcessSettings
     http_host: str = "0.0.0.0"
     http_port: int = 8080
-    admin_host: str = "0.0.0.0"
-    admin_port: int = 8081
     enable_idempotence: bool = True
     compression_type: str = "gzip"
     max_body_bytes: int = 256 * 1024
     publish_timeout_seconds: float = 5.0
     provider_timezone: tzinfo = UTC
-    log_level: str = "INFO"
-    shutdown_timeout_seconds: float = 10.0
     spool: SpoolConfig = field(default_factory=SpoolConfig)
 
     @classmethod
@@ -53,15 +53,12 @@ class GatewayConfig:
             security=SecurityConfig.from_env(env),
             http_host=env.text("HTTP_HOST", "0.0.0.0"),
             http_port=env.port("HTTP_PORT", 8080),
-            admin_host=env.text("ADMIN_HOST", "0.0.0.0"),
-            admin_port=env.port("ADMIN_PORT", 8081),
+            process=ProcessSettings.from_env(env, default_admin_port=DEFAULT_ADMIN_PORT),
             enable_idempotence=env.flag("KAFKA_ENABLE_IDEMPOTENCE", default=True),
             compression_type=read_compression_type(env),
             max_body_bytes=max_body,
             publish_timeout_seconds=publish_timeout,
             provider_timezone=read_timezone(env, "PROVIDER_TIMEZONE"),
-            log_level=read_log_level(env),
-            shutdown_timeout_seconds=env.number("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
             spool=SpoolConfig.from_env(env, publish_timeout=publish_timeout,
                                        max_body_bytes=max_body),
         )

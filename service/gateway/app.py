@@ -76,7 +76,7 @@ async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     # Flushes buffered records before closing, bounded: every record it may still hold
     # was answered 503 or is in the spool, so giving up costs a duplicate at most.
-    await publisher.stop(flush_timeout=app[CONFIG_KEY].shutdown_timeout_seconds)
+    await publisher.stop(flush_timeout=app[CONFIG_KEY].process.shutdown_timeout_seconds)
 
 
 async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -22,13 +21,11 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from service.config.kafka import KafkaSettings
 from service.kafka.health import cluster_unreachable
+from service.retry import retry_until_stopped
 
 log = structlog.get_logger(__name__)
 
 Headers = list[tuple[str, bytes]]
-
-_RECONNECT_MIN: Final = 0.5
-_RECONNECT_MAX: Final = 10.0
 
 
 class PublishError(Exception):
@@ -98,24 +95,24 @@ class KafkaPublisher:
             request_timeout_ms=options.request_timeout_ms,
         )
 
+    async def _connect_once(self) -> AIOKafkaProducer:
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except (KafkaError, OSError):
+            self._last_error = "broker_unreachable"
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        return producer
+
     async def _connect_loop(self) -> None:
-        delay = _RECONNECT_MIN
-        while True:
-            producer = self._new_producer()
-            try:
-                await producer.start()
-            except (KafkaError, OSError) as exc:
-                self._last_error = "broker_unreachable"
-                log.warning("kafka_connect_failed", error=type(exc).__name__, retry_in_s=delay)
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
-                delay = min(delay * 2, _RECONNECT_MAX)
-                continue
-            self._producer = producer
-            self._last_error = None
-            log.info("kafka_connected", bootstrap=self._settings.bootstrap_servers)
-            return
+        # No stop condition: stop() cancels this task.
+        self._producer = await retry_until_stopped(
+            self._connect_once, retry_on=(KafkaError, OSError),
+            failure_event="kafka_connect_failed")
+        self._last_error = None
+        log.info("kafka_connected", bootstrap=self._settings.bootstrap_servers)
 
     async def publish(
         self, topic: str, *, key: bytes | None, value: bytes, headers: Headers, deadline: float,

@@ -11,8 +11,9 @@ so the orchestrator restarts it; nothing past the failed event was committed.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -30,8 +31,7 @@ from service.consumers.archiver.processor import ArchiveProcessor, ProcessorSett
 from service.contracts.registry import ARCHIVE_FAILED_V1, ARCHIVED_V1, SchemaRegistry
 from service.kafka.consumer import ConsumerMetrics, ConsumerOptions, StreamConsumer
 from service.kafka.producer import KafkaPublisher, ProducerOptions
-from service.observability.admin import create_admin_app
-from service.runtime import Listener, ShutdownFlag, serve
+from service.runtime import ShutdownFlag, Worker, run_worker
 from service.storage.base import StorageError
 
 log = structlog.get_logger(__name__)
@@ -89,6 +89,52 @@ def build_processor(config: ArchiverConfig, registry: CollectorRegistry,
     )
 
 
+@contextlib.asynccontextmanager
+async def archiver_worker(config: ArchiverConfig, registry: CollectorRegistry,
+                          resolver: AbstractResolver | None = None) -> AsyncIterator[Worker]:
+    """The archiver's clients, open for as long as the worker runs, and its consumer loop."""
+    publisher = KafkaPublisher(config.kafka,
+                               ProducerOptions(enable_idempotence=config.enable_idempotence))
+    with tempfile.TemporaryDirectory(prefix="archiver-") as tmp:
+        session = make_session(address_policy(config), download_limits(config), resolver)
+        try:
+            processor = build_processor(config, registry, publisher, session, Path(tmp))
+            consumer = StreamConsumer(
+                config.kafka,
+                ConsumerOptions(
+                    topics=(config.topics.events,),
+                    group_id=config.group_id,
+                    max_in_flight=config.concurrency,
+                    shutdown_grace_seconds=config.process.shutdown_timeout_seconds,
+                ),
+                processor,
+                ConsumerMetrics(registry, PREFIX),
+            )
+
+            async def consume(shutdown: ShutdownFlag) -> None:
+                # Join the group only once a processed event can be reported.
+                while not await publisher.wait_connected(1.0):
+                    if shutdown.is_set:
+                        return
+                await consumer.run(lambda: shutdown.is_set)
+
+            async def storage_reachable() -> str | None:
+                try:
+                    await config.store.check()
+                except StorageError:
+                    return "storage_unreachable"
+                return None
+
+            await publisher.start()
+            yield Worker(work=consume, checks={"consumer": consumer.check,
+                                               "producer": publisher.check,
+                                               "storage": storage_reachable})
+        finally:
+            await publisher.stop()
+            await session.close()
+            await config.store.close()
+
+
 async def run_archiver(
     config: ArchiverConfig,
     *,
@@ -103,74 +149,5 @@ async def run_archiver(
     """
     _log_start(config)
     registry = registry if registry is not None else CollectorRegistry()
-    if shutdown is None:
-        shutdown = ShutdownFlag()
-        shutdown.install()
-    flag = shutdown
-    publisher = KafkaPublisher(config.kafka,
-                               ProducerOptions(enable_idempotence=config.enable_idempotence))
-    crashed = False
-    consume_task: asyncio.Task[None] | None = None
-
-    with tempfile.TemporaryDirectory(prefix="archiver-") as tmp:
-        session = make_session(address_policy(config), download_limits(config), resolver)
-        processor = build_processor(config, registry, publisher, session, Path(tmp))
-        consumer = StreamConsumer(
-            config.kafka,
-            ConsumerOptions(
-                topics=(config.topics.events,),
-                group_id=config.group_id,
-                max_in_flight=config.concurrency,
-                shutdown_grace_seconds=config.shutdown_timeout_seconds,
-            ),
-            processor,
-            ConsumerMetrics(registry, PREFIX),
-        )
-
-        async def consume() -> None:
-            nonlocal crashed
-            try:
-                while not await publisher.wait_connected(1.0):
-                    if flag.is_set:
-                        return
-                await consumer.run(lambda: flag.is_set)
-            except Exception:
-                crashed = True
-                log.exception("archiver_stopped_on_failure")
-            finally:
-                flag.event.set()  # the admin listener goes too: the process is done
-
-        async def on_started() -> None:
-            nonlocal consume_task
-            consume_task = asyncio.create_task(consume(), name="archiver-consumer")
-
-        async def readiness() -> str | None:
-            if flag.is_set:
-                return "shutting_down"
-            problem = await consumer.check() or await publisher.check()
-            if problem is not None:
-                return problem
-            try:
-                await config.store.check()
-            except StorageError:
-                return "storage_unreachable"
-            return None
-
-        await publisher.start()
-        try:
-            await serve(
-                [Listener(create_admin_app(registry, readiness), config.admin_host,
-                          config.admin_port, "admin")],
-                shutdown=flag,
-                shutdown_timeout=1.0,
-                on_started=on_started,
-            )
-        finally:
-            flag.event.set()
-            if consume_task is not None:
-                await consume_task  # drains in-flight work and commits what is done
-            await publisher.stop()
-            await session.close()
-            await config.store.close()
-    log.info("archiver_stopped", exit_code=int(crashed))
-    return 1 if crashed else 0
+    return await run_worker("archiver", archiver_worker(config, registry, resolver),
+                            process=config.process, registry=registry, shutdown=shutdown)
