@@ -30,9 +30,10 @@ def _gateway(_: argparse.Namespace) -> int:
 def _archiver(_: argparse.Namespace) -> int:
     from service.config.archiver import ArchiverConfig
     from service.consumers.archiver.main import run_archiver
+    from service.contracts.vocabulary import FILE_ROLES
     from service.observability.logging import configure_logging
 
-    config = ArchiverConfig.from_env()
+    config = ArchiverConfig.from_env(file_roles=FILE_ROLES)
     configure_logging(config.process.log_level, process="archiver")
     return asyncio.run(run_archiver(config))
 

@@ -28,10 +28,10 @@ class MetricsConsumerConfig:
         return cls(
             kafka=KafkaSettings.from_env(env, client_id="music-metrics"),
             topics=TopicNames.from_env(env),
-            group_id=env.text("METRICS_GROUP_ID", "music-metrics"),
+            group_id=env.text("METRICS_GROUP_ID", cls.group_id),
             process=ProcessSettings.from_env(env, default_admin_port=DEFAULT_ADMIN_PORT),
-            task_state_ttl_seconds=env.number("TASK_STATE_TTL_SECONDS", 86_400.0, minimum=1.0,
-                                             maximum=90 * 86_400.0),
-            task_state_max_entries=env.integer("TASK_STATE_MAX_ENTRIES", 100_000, minimum=1,
-                                           maximum=100_000_000),
+            task_state_ttl_seconds=env.number("TASK_STATE_TTL_SECONDS", cls.task_state_ttl_seconds,
+                                              minimum=1.0, maximum=90 * 86_400.0),
+            task_state_max_entries=env.integer("TASK_STATE_MAX_ENTRIES", cls.task_state_max_entries,
+                                               minimum=1, maximum=100_000_000),
         )

@@ -18,7 +18,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from service.config.gateway import GatewayConfig
-from service.config.kafka import max_record_bytes
 from service.contracts.registry import SchemaRegistry
 from service.core.kinds import KINDS, CallbackKind
 from service.core.normalize import decode
@@ -27,7 +26,7 @@ from service.gateway.http import Handler, make_request_middleware, read_body
 from service.gateway.ingest import CallbackIngest
 from service.gateway.metrics import GatewayMetrics
 from service.kafka.durable import DurablePublisher
-from service.kafka.producer import KafkaPublisher, ProducerOptions
+from service.kafka.producer import KafkaPublisher
 from service.observability.tracing import start_or_continue
 from service.spool.forwarder import Forwarder
 from service.spool.lifecycle import forwarding
@@ -91,14 +90,7 @@ async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def build_publisher(config: GatewayConfig) -> KafkaPublisher:
-    return KafkaPublisher(
-        config.kafka,
-        ProducerOptions(
-            enable_idempotence=config.enable_idempotence,
-            compression_type=config.compression_type,
-            max_request_size=max_record_bytes(config.max_body_bytes),
-        ),
-    )
+    return KafkaPublisher(config.kafka, config.producer)
 
 
 def build_spool(config: GatewayConfig) -> Spool | None:

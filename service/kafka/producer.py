@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from service.config.kafka import KafkaSettings
+from service.config.kafka import KafkaSettings, ProducerSettings
 from service.kafka.health import cluster_unreachable
 from service.retry import retry_until_stopped
 
@@ -48,19 +47,10 @@ def is_transient(exc: KafkaError) -> bool:
     return bool(getattr(exc, "retriable", False)) or isinstance(exc, KafkaTimeoutError)
 
 
-@dataclass(frozen=True)
-class ProducerOptions:
-    enable_idempotence: bool = True
-    compression_type: str | None = "gzip"
-    max_request_size: int = 1024 * 1024
-    linger_ms: int = 0
-    request_timeout_ms: int = 30_000
-
-
 class KafkaPublisher:
-    def __init__(self, settings: KafkaSettings, options: ProducerOptions) -> None:
+    def __init__(self, settings: KafkaSettings, producer: ProducerSettings) -> None:
         self._settings = settings
-        self._options = options
+        self._options = producer
         self._producer: AIOKafkaProducer | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self._last_error: str | None = "not_started"
@@ -82,9 +72,7 @@ class KafkaPublisher:
 
     def _new_producer(self) -> AIOKafkaProducer:
         options = self._options
-        compression = options.compression_type
-        if compression == "none":
-            compression = None
+        compression = None if options.compression_type == "none" else options.compression_type
         return AIOKafkaProducer(
             **self._settings.client_kwargs(),
             acks="all",

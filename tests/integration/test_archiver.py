@@ -262,7 +262,7 @@ async def archivers() -> AsyncIterator[Start]:
 
     async def start(env: dict[str, str], *, resolver: AbstractResolver | None = None,
                     ready: bool = True) -> Running:
-        config = ArchiverConfig.from_env(Env(env))
+        config = ArchiverConfig.from_env(Env(env), file_roles=FILE_ROLES)
         registry = CollectorRegistry()
         shutdown = ShutdownFlag()
         task = asyncio.create_task(run_archiver(config, registry=registry, resolver=resolver,

@@ -30,9 +30,10 @@ from service.consumers.archiver.netguard import AddressPolicy
 from service.consumers.archiver.processor import ArchiveProcessor, ProcessorSettings
 from service.contracts.registry import ARCHIVE_FAILED_V1, ARCHIVED_V1, SchemaRegistry
 from service.kafka.consumer import ConsumerMetrics, ConsumerOptions, StreamConsumer
-from service.kafka.producer import KafkaPublisher, ProducerOptions
+from service.kafka.producer import KafkaPublisher
 from service.runtime import ShutdownFlag, Worker, run_worker
-from service.storage.base import StorageError
+from service.storage.base import ObjectStore, StorageError
+from service.storage.factory import store_for
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +53,7 @@ def address_policy(config: ArchiverConfig) -> AddressPolicy:
                          allowed_hosts=config.allowed_hosts)
 
 
-def _log_start(config: ArchiverConfig) -> None:
+def _log_start(config: ArchiverConfig, store: ObjectStore) -> None:
     if config.allow_loopback:
         log.warning("loopback_downloads_allowed",
                     detail="ARCHIVE_ALLOW_LOOPBACK is on: for tests only, never in production")
@@ -61,17 +62,17 @@ def _log_start(config: ArchiverConfig) -> None:
              dead_letter_topic=config.topics.archive_failed, group=config.group_id,
              concurrency=config.concurrency, max_bytes=config.max_bytes,
              max_bytes_video=config.max_bytes_by_role.get("video", config.max_bytes),
-             storage=config.store.uri("task/track/audio").rsplit("/", 3)[0])
+             storage=store.uri("task/track/audio").rsplit("/", 3)[0])
 
 
-def build_processor(config: ArchiverConfig, registry: CollectorRegistry,
+def build_processor(config: ArchiverConfig, registry: CollectorRegistry, *, store: ObjectStore,
                     publisher: KafkaPublisher, session: aiohttp.ClientSession,
                     tmp_dir: Path) -> ArchiveProcessor:
     policy = address_policy(config)
     limits = limits_by_role(download_limits(config), config.max_bytes_by_role)
     schemas = SchemaRegistry.load()
     return ArchiveProcessor(
-        store=config.store,
+        store=store,
         publisher=publisher,
         fetch=downloader(session, limits, policy, attempts=config.retry_attempts,
                          base_delay=config.retry_base_delay_seconds,
@@ -91,14 +92,17 @@ def build_processor(config: ArchiverConfig, registry: CollectorRegistry,
 
 @contextlib.asynccontextmanager
 async def archiver_worker(config: ArchiverConfig, registry: CollectorRegistry,
-                          resolver: AbstractResolver | None = None) -> AsyncIterator[Worker]:
-    """The archiver's clients, open for as long as the worker runs, and its consumer loop."""
-    publisher = KafkaPublisher(config.kafka,
-                               ProducerOptions(enable_idempotence=config.enable_idempotence))
+                          store: ObjectStore, resolver: AbstractResolver | None = None,
+                          ) -> AsyncIterator[Worker]:
+    """The archiver's clients, open for as long as the worker runs, and its consumer loop.
+
+    ``store`` is closed with the others."""
+    publisher = KafkaPublisher(config.kafka, config.producer)
     with tempfile.TemporaryDirectory(prefix="archiver-") as tmp:
         session = make_session(address_policy(config), download_limits(config), resolver)
         try:
-            processor = build_processor(config, registry, publisher, session, Path(tmp))
+            processor = build_processor(config, registry, store=store, publisher=publisher,
+                                        session=session, tmp_dir=Path(tmp))
             consumer = StreamConsumer(
                 config.kafka,
                 ConsumerOptions(
@@ -120,7 +124,7 @@ async def archiver_worker(config: ArchiverConfig, registry: CollectorRegistry,
 
             async def storage_reachable() -> str | None:
                 try:
-                    await config.store.check()
+                    await store.check()
                 except StorageError:
                     return "storage_unreachable"
                 return None
@@ -132,7 +136,7 @@ async def archiver_worker(config: ArchiverConfig, registry: CollectorRegistry,
         finally:
             await publisher.stop()
             await session.close()
-            await config.store.close()
+            await store.close()
 
 
 async def run_archiver(
@@ -147,7 +151,8 @@ async def run_archiver(
     ``resolver`` replaces the DNS resolver inside the network guard (tests); ``shutdown``
     lets an in-process caller stop it (signal handlers are installed only without it).
     """
-    _log_start(config)
+    store = store_for(config.storage)  # makes no request; a bad S3 prefix stops start-up
+    _log_start(config, store)
     registry = registry if registry is not None else CollectorRegistry()
-    return await run_worker("archiver", archiver_worker(config, registry, resolver),
+    return await run_worker("archiver", archiver_worker(config, registry, store, resolver),
                             process=config.process, registry=registry, shutdown=shutdown)
