@@ -76,6 +76,11 @@ def read_max_bytes(env: Env, roles: Iterable[Role]) -> tuple[int, dict[Role, int
     return general, by_role
 
 
+def _not_below(name: str, value: float, floor_name: str, floor: float) -> None:
+    if value < floor:
+        raise ConfigError(name, f"must be at least {floor_name} ({floor:g}), got {value:g}")
+
+
 @dataclass(frozen=True)
 class ArchiverConfig:
     kafka: KafkaSettings
@@ -106,18 +111,14 @@ class ArchiverConfig:
                                      cls.connect_timeout_seconds, minimum=0.1, maximum=300.0)
         total_timeout = env.number("ARCHIVE_TOTAL_TIMEOUT_SECONDS", cls.total_timeout_seconds,
                                    minimum=0.1, maximum=3600.0)
-        if total_timeout < connect_timeout:
-            raise ConfigError("ARCHIVE_TOTAL_TIMEOUT_SECONDS",
-                              f"must be at least ARCHIVE_CONNECT_TIMEOUT_SECONDS "
-                              f"({connect_timeout:g}), got {total_timeout:g}")
+        _not_below("ARCHIVE_TOTAL_TIMEOUT_SECONDS", total_timeout,
+                   "ARCHIVE_CONNECT_TIMEOUT_SECONDS", connect_timeout)
         base_delay = env.number("ARCHIVE_RETRY_BASE_DELAY_SECONDS", cls.retry_base_delay_seconds,
                                 minimum=0.0, maximum=60.0)
         max_delay = env.number("ARCHIVE_RETRY_MAX_DELAY_SECONDS", cls.retry_max_delay_seconds,
                                minimum=0.0, maximum=600.0)
-        if max_delay < base_delay:
-            raise ConfigError("ARCHIVE_RETRY_MAX_DELAY_SECONDS",
-                              f"must be at least ARCHIVE_RETRY_BASE_DELAY_SECONDS "
-                              f"({base_delay:g}), got {max_delay:g}")
+        _not_below("ARCHIVE_RETRY_MAX_DELAY_SECONDS", max_delay,
+                   "ARCHIVE_RETRY_BASE_DELAY_SECONDS", base_delay)
         hosts = read_allowed_hosts(env)
         max_bytes, max_bytes_by_role = read_max_bytes(env, file_roles)
         return cls(

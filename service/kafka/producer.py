@@ -48,9 +48,9 @@ def is_transient(exc: KafkaError) -> bool:
 
 
 class KafkaPublisher:
-    def __init__(self, settings: KafkaSettings, producer: ProducerSettings) -> None:
+    def __init__(self, settings: KafkaSettings, producer_settings: ProducerSettings) -> None:
         self._settings = settings
-        self._options = producer
+        self._producer_settings = producer_settings
         self._producer: AIOKafkaProducer | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self._last_error: str | None = "not_started"
@@ -71,7 +71,7 @@ class KafkaPublisher:
         return self.connected
 
     def _new_producer(self) -> AIOKafkaProducer:
-        options = self._options
+        options = self._producer_settings
         compression = None if options.compression_type == "none" else options.compression_type
         return AIOKafkaProducer(
             **self._settings.client_kwargs(),
