@@ -6,14 +6,15 @@ requests finish (bounded), then run each app's cleanup (flushing producers).
 
 ``run_worker`` is the one shape of every consumer process (archiver, metrics, and
 any later one): the admin listener with named readiness checks, the work (the
-consumer loop) as a task beside it, one exit-code policy.
+consumer loop) beside it, one exit-code policy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final
@@ -65,14 +66,11 @@ class ShutdownFlag:
         return "shutting_down" if self.is_set else None
 
 
-async def serve(
-    listeners: list[Listener],
-    *,
-    shutdown: ShutdownFlag,
-    shutdown_timeout: float,
-    on_started: Callable[[], Awaitable[None]] | None = None,
-) -> None:
-    """Start every listener, wait for the flag, then stop them in order (first = public)."""
+@contextlib.asynccontextmanager
+async def listening(listeners: list[Listener], *, shutdown_timeout: float,
+                    ) -> AsyncIterator[None]:
+    """Every listener serves inside the block; on leaving, they stop in order (first = public)
+    and each gets ``shutdown_timeout`` for its in-flight requests."""
     runners: list[web.AppRunner] = []
     try:
         for listener in listeners:
@@ -86,14 +84,19 @@ async def serve(
             runners.append(runner)
             log.info("listening", listener=listener.name, host=listener.host,
                      port=bound_port(runner) or listener.port)
-        if on_started is not None:
-            await on_started()
-        await shutdown.wait()
-        log.info("shutting_down")
+        yield
     finally:
         for runner in runners:
             await runner.cleanup()
         log.info("stopped")
+
+
+async def serve(listeners: list[Listener], *, shutdown: ShutdownFlag,
+                shutdown_timeout: float) -> None:
+    """Start every listener, wait for the flag, then stop them in order (first = public)."""
+    async with listening(listeners, shutdown_timeout=shutdown_timeout):
+        await shutdown.wait()
+        log.info("shutting_down")
 
 
 def bound_port(runner: web.AppRunner) -> int | None:
@@ -135,12 +138,13 @@ async def run_worker(
     """Run a consumer process until SIGTERM/SIGINT or until its work ends; the exit code.
 
     ``worker`` is entered first (it opens the clients the work needs) and left last, once
-    the work has returned, so its exit closes them (flushing producers). In between: the
-    admin listener serves ``/healthz``, ``/readyz`` and ``/metrics`` from ``registry``, and
-    ``work`` runs as a task. The work ending on its own (returning or raising) stops the
-    process too. Exit code: 0 (``EXIT_OK``) after a clean stop; 1 (``EXIT_CRASHED``) when
-    the work raised, logged as ``<name>_stopped_on_failure``, so the orchestrator restarts
-    the process from the last committed offsets. The last log line is ``<name>_stopped``.
+    the work has returned, so its exit closes them (flushing producers). In between, the
+    admin listener serves ``/healthz``, ``/readyz`` (not ready from the moment shutdown
+    begins, while the work drains) and ``/metrics`` from ``registry``, and ``work`` runs.
+    The work ending on its own (returning or raising) stops the process too. Exit code:
+    0 (``EXIT_OK``) after a clean stop; 1 (``EXIT_CRASHED``) when the work raised, logged
+    as ``<name>_stopped_on_failure``, so the orchestrator restarts the process from the
+    last committed offsets. The last log line is ``<name>_stopped``.
 
     ``shutdown``: a flag the caller sets to stop it (tests, in-process); without one, a new
     flag is set by SIGTERM/SIGINT.
@@ -148,34 +152,22 @@ async def run_worker(
     if shutdown is None:
         shutdown = ShutdownFlag()
         shutdown.install()
-    flag = shutdown
-    crashed = False
     crashed_event, stopped_event = f"{name}_stopped_on_failure", f"{name}_stopped"
-    async with worker as running:
-        task: asyncio.Task[None] | None = None
-
-        async def work() -> None:
-            nonlocal crashed
-            try:
-                await running.work(flag)
-            except Exception:
-                crashed = True
-                log.exception(crashed_event)
-            finally:
-                flag.set()  # the admin listener goes too: the process is done
-
-        async def start_work() -> None:
-            nonlocal task
-            task = asyncio.create_task(work(), name=f"{name}-work")
-
-        try:
-            await serve([admin_listener(process, registry, flag, running.checks)],
-                        shutdown=flag, shutdown_timeout=process.shutdown_timeout_seconds,
-                        on_started=start_work)
-        finally:
-            flag.set()
-            if task is not None:
-                await task  # drains in-flight work and commits what is done
-    exit_code = EXIT_CRASHED if crashed else EXIT_OK
+    async with worker as running, listening(
+            [admin_listener(process, registry, shutdown, running.checks)],
+            shutdown_timeout=process.shutdown_timeout_seconds):
+        exit_code = await _until_done(running.work, shutdown, crashed_event=crashed_event)
     log.info(stopped_event, exit_code=exit_code)
     return exit_code
+
+
+async def _until_done(work: Callable[[ShutdownFlag], Awaitable[None]], shutdown: ShutdownFlag,
+                      *, crashed_event: str) -> int:
+    try:
+        await work(shutdown)
+    except Exception:
+        log.exception(crashed_event)
+        return EXIT_CRASHED
+    finally:
+        shutdown.set()  # whatever ended the work, the process is done
+    return EXIT_OK

@@ -151,3 +151,21 @@ async def test_not_ready_once_shutting_down_whatever_the_checks_say() -> None:
         assert response.status == 503
         assert await response.json() == {"status": "not_ready", "check": "shutdown",
                                          "reason": "shutting_down"}
+
+
+async def test_while_the_work_drains_the_admin_port_says_alive_but_not_ready() -> None:
+    release = asyncio.Event()
+
+    async def slow_drain(shutdown: ShutdownFlag) -> None:
+        await shutdown.wait()
+        await release.wait()  # in-flight work still finishing
+
+    rig = Rig(slow_drain, {"consumer": answer(None)})
+    running = rig.start()
+    assert await rig.get("/readyz") == (200, {"status": "ready"})
+    rig.shutdown.set()
+    assert await rig.get("/readyz") == (
+        503, {"status": "not_ready", "check": "shutdown", "reason": "shutting_down"})
+    assert await rig.get("/healthz") == (200, {"status": "ok"})  # no restart mid-drain
+    release.set()
+    assert await asyncio.wait_for(running, 10) == EXIT_OK

@@ -12,6 +12,7 @@ so the orchestrator restarts it; nothing past the failed event was committed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -90,6 +91,24 @@ def build_processor(config: ArchiverConfig, registry: CollectorRegistry, *, stor
     )
 
 
+async def consume_once_publishing(publisher: KafkaPublisher, consumer: StreamConsumer,
+                                  shutdown: ShutdownFlag) -> None:
+    """Join the group only once a processed event can be reported, then consume."""
+    while not await publisher.wait_connected(1.0):
+        if shutdown.is_set:
+            return
+    await consumer.run(lambda: shutdown.is_set)
+
+
+async def storage_unreachable(store: ObjectStore) -> str | None:
+    """Readiness of the object store."""
+    try:
+        await store.check()
+    except StorageError:
+        return "storage_unreachable"
+    return None
+
+
 @contextlib.asynccontextmanager
 async def archiver_worker(config: ArchiverConfig, registry: CollectorRegistry,
                           store: ObjectStore, resolver: AbstractResolver | None = None,
@@ -115,24 +134,10 @@ async def archiver_worker(config: ArchiverConfig, registry: CollectorRegistry,
                 ConsumerMetrics(registry, PREFIX),
             )
 
-            async def consume(shutdown: ShutdownFlag) -> None:
-                # Join the group only once a processed event can be reported.
-                while not await publisher.wait_connected(1.0):
-                    if shutdown.is_set:
-                        return
-                await consumer.run(lambda: shutdown.is_set)
-
-            async def storage_reachable() -> str | None:
-                try:
-                    await store.check()
-                except StorageError:
-                    return "storage_unreachable"
-                return None
-
             await publisher.start()
-            yield Worker(work=consume, checks={"consumer": consumer.check,
-                                               "producer": publisher.check,
-                                               "storage": storage_reachable})
+            yield Worker(work=functools.partial(consume_once_publishing, publisher, consumer),
+                         checks={"consumer": consumer.check, "producer": publisher.check,
+                                 "storage": functools.partial(storage_unreachable, store)})
         finally:
             await publisher.stop()
             await session.close()
