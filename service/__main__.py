@@ -22,7 +22,7 @@ def _gateway(_: argparse.Namespace) -> int:
     from service.observability.logging import configure_logging
 
     config = GatewayConfig.from_env()
-    configure_logging(config.log_level, process="gateway")
+    configure_logging(config.process.log_level, process="gateway")
     asyncio.run(run_gateway(config))
     return 0
 
@@ -30,10 +30,11 @@ def _gateway(_: argparse.Namespace) -> int:
 def _archiver(_: argparse.Namespace) -> int:
     from service.config.archiver import ArchiverConfig
     from service.consumers.archiver.main import run_archiver
+    from service.contracts.vocabulary import FILE_ROLES
     from service.observability.logging import configure_logging
 
-    config = ArchiverConfig.from_env()
-    configure_logging(config.log_level, process="archiver")
+    config = ArchiverConfig.from_env(file_roles=FILE_ROLES)
+    configure_logging(config.process.log_level, process="archiver")
     return asyncio.run(run_archiver(config))
 
 
@@ -43,9 +44,8 @@ def _metrics(_: argparse.Namespace) -> int:
     from service.observability.logging import configure_logging
 
     config = MetricsConsumerConfig.from_env()
-    configure_logging(config.log_level, process="metrics")
-    asyncio.run(run_metrics(config))
-    return 0
+    configure_logging(config.process.log_level, process="metrics")
+    return asyncio.run(run_metrics(config))
 
 
 def _reconciler(_: argparse.Namespace) -> int:
@@ -108,7 +108,7 @@ def _spool(args: argparse.Namespace) -> int:
     from service.observability.logging import configure_logging
 
     config = GatewayConfig.from_env()
-    configure_logging(config.log_level, process="spool", stream=sys.stderr)
+    configure_logging(config.process.log_level, process="spool", stream=sys.stderr)
     return asyncio.run(cli.drain(config, give_up_after=args.timeout))
 
 
@@ -126,7 +126,7 @@ def _replay(args: argparse.Namespace) -> int:
             print(f"error: --{name}: expected an RFC 3339 time, got {text!r}", file=sys.stderr)
             return 2
     config = GatewayConfig.from_env()
-    configure_logging(config.log_level, process="replay", stream=sys.stderr)
+    configure_logging(config.process.log_level, process="replay", stream=sys.stderr)
     wanted = ReplayRange(
         partitions=tuple(args.partition) if args.partition else None,
         from_offset=args.from_offset, to_offset=args.to_offset,

@@ -3,19 +3,33 @@
 Signal handlers only set a flag (an ``asyncio.Event``); the shutdown sequence
 runs in the main coroutine: mark not ready, stop accepting, let in-flight
 requests finish (bounded), then run each app's cleanup (flushing producers).
+
+``run_worker`` is the one shape of every consumer process (archiver, metrics, and
+any later one): the admin listener with named readiness checks, the work (the
+consumer loop) beside it, one exit-code policy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Final
 
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from service.config.shared import ProcessSettings
+from service.observability.admin import ReadinessCheck, create_admin_app
 
 log = structlog.get_logger(__name__)
+
+EXIT_OK: Final = 0
+EXIT_CRASHED: Final = 1
 
 
 @dataclass(frozen=True)
@@ -44,15 +58,19 @@ class ShutdownFlag:
     async def wait(self) -> None:
         await self.event.wait()
 
+    def set(self) -> None:
+        self.event.set()
 
-async def serve(
-    listeners: list[Listener],
-    *,
-    shutdown: ShutdownFlag,
-    shutdown_timeout: float,
-    on_started: Callable[[], Awaitable[None]] | None = None,
-) -> None:
-    """Start every listener, wait for the flag, then stop them in order (first = public)."""
+    async def check(self) -> str | None:
+        """Readiness: not ready once shutting down (endpoints stop sending traffic)."""
+        return "shutting_down" if self.is_set else None
+
+
+@contextlib.asynccontextmanager
+async def listening(listeners: list[Listener], *, shutdown_timeout: float,
+                    ) -> AsyncIterator[None]:
+    """Every listener serves inside the block; on leaving, they stop in order (first = public)
+    and each gets ``shutdown_timeout`` for its in-flight requests."""
     runners: list[web.AppRunner] = []
     try:
         for listener in listeners:
@@ -66,14 +84,19 @@ async def serve(
             runners.append(runner)
             log.info("listening", listener=listener.name, host=listener.host,
                      port=bound_port(runner) or listener.port)
-        if on_started is not None:
-            await on_started()
-        await shutdown.wait()
-        log.info("shutting_down")
+        yield
     finally:
         for runner in runners:
             await runner.cleanup()
         log.info("stopped")
+
+
+async def serve(listeners: list[Listener], *, shutdown: ShutdownFlag,
+                shutdown_timeout: float) -> None:
+    """Start every listener, wait for the flag, then stop them in order (first = public)."""
+    async with listening(listeners, shutdown_timeout=shutdown_timeout):
+        await shutdown.wait()
+        log.info("shutting_down")
 
 
 def bound_port(runner: web.AppRunner) -> int | None:
@@ -81,3 +104,70 @@ def bound_port(runner: web.AppRunner) -> int | None:
         if isinstance(address, tuple):
             return int(address[1])
     return None
+
+
+def admin_listener(process: ProcessSettings, registry: CollectorRegistry,
+                   shutdown: ShutdownFlag, checks: Mapping[str, ReadinessCheck]) -> Listener:
+    """The process's admin port; readiness asks the flag first, then ``checks`` in order."""
+    return Listener(create_admin_app(registry, {"shutdown": shutdown.check, **checks}),
+                    process.admin_host, process.admin_port, "admin")
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What ``run_worker`` runs.
+
+    ``work(shutdown)`` is the consumer loop: it starts once the admin port listens and must
+    return soon after ``shutdown`` is set, having drained, committed and left its group.
+    ``checks`` are the named readiness checks (name -> async callable returning None when
+    ready, else a short reason), asked in order; the first reason is ``/readyz``'s answer.
+    """
+
+    work: Callable[[ShutdownFlag], Awaitable[None]]
+    checks: Mapping[str, ReadinessCheck]
+
+
+async def run_worker(
+    name: str,
+    worker: AbstractAsyncContextManager[Worker],
+    *,
+    process: ProcessSettings,
+    registry: CollectorRegistry,
+    shutdown: ShutdownFlag | None = None,
+) -> int:
+    """Run a consumer process until SIGTERM/SIGINT or until its work ends; the exit code.
+
+    ``worker`` is entered first (it opens the clients the work needs) and left last, once
+    the work has returned, so its exit closes them (flushing producers). In between, the
+    admin listener serves ``/healthz``, ``/readyz`` (not ready from the moment shutdown
+    begins, while the work drains) and ``/metrics`` from ``registry``, and ``work`` runs.
+    The work ending on its own (returning or raising) stops the process too. Exit code:
+    0 (``EXIT_OK``) after a clean stop; 1 (``EXIT_CRASHED``) when the work raised, logged
+    as ``<name>_stopped_on_failure``, so the orchestrator restarts the process from the
+    last committed offsets. The last log line is ``<name>_stopped``.
+
+    ``shutdown``: a flag the caller sets to stop it (tests, in-process); without one, a new
+    flag is set by SIGTERM/SIGINT.
+    """
+    if shutdown is None:
+        shutdown = ShutdownFlag()
+        shutdown.install()
+    crashed_event, stopped_event = f"{name}_stopped_on_failure", f"{name}_stopped"
+    async with worker as running, listening(
+            [admin_listener(process, registry, shutdown, running.checks)],
+            shutdown_timeout=process.shutdown_timeout_seconds):
+        exit_code = await _until_done(running.work, shutdown, crashed_event=crashed_event)
+    log.info(stopped_event, exit_code=exit_code)
+    return exit_code
+
+
+async def _until_done(work: Callable[[ShutdownFlag], Awaitable[None]], shutdown: ShutdownFlag,
+                      *, crashed_event: str) -> int:
+    try:
+        await work(shutdown)
+    except Exception:
+        log.exception(crashed_event)
+        return EXIT_CRASHED
+    finally:
+        shutdown.set()  # whatever ended the work, the process is done
+    return EXIT_OK

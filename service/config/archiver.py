@@ -1,35 +1,32 @@
 """Archiver settings, read once from the environment at start-up (``ConfigError`` names the
-variable to fix). The object store is opened here, so a bad ``ARCHIVE_STORAGE_URL`` or AWS
-variable stops start-up too; opening it makes no request.
+variable to fix). Reading opens nothing: the archiver opens its store from ``storage``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from service.config.env import ConfigError, Env
-from service.config.kafka import KafkaSettings
-from service.config.shared import TopicNames, read_log_level
-from service.consumers.archiver.download import DEFAULT_MAX_BYTES
-from service.consumers.archiver.media import default_max_bytes, max_bytes_variable
-from service.contracts.vocabulary import FILE_ROLES, FileRole
-from service.storage.base import ObjectStore
-from service.storage.factory import STORAGE_URL_VARIABLE, open_store
+from service.config.kafka import KafkaSettings, ProducerSettings
+from service.config.shared import ProcessSettings, TopicNames
+from service.config.storage import (
+    STORAGE_URL_VARIABLE,
+    StorageSettings,
+    default_storage_url,
+    read_storage_settings,
+)
 
-DEFAULT_STORAGE_DIR: Final = Path(".dev-data") / "archive"
-DEFAULT_GROUP_ID: Final = "music-archiver"
 DEFAULT_ADMIN_PORT: Final = 8082
+DEFAULT_MAX_BYTES: Final = 50 * 1024 * 1024
+#: A music video is far larger than a song: video's limit is at least this.
+DEFAULT_VIDEO_MAX_BYTES: Final = 1024 * 1024 * 1024  # 1 GiB
 MAX_BYTES_VARIABLE: Final = "ARCHIVE_MAX_BYTES"
 MAX_BYTES_CEILING: Final = 16 * 1024 * 1024 * 1024
 
-
-def default_storage_url() -> str:
-    """``file://`` URL of ``./.dev-data/archive`` (absolute, from the working directory)."""
-    return DEFAULT_STORAGE_DIR.resolve().as_uri()
+Role = TypeVar("Role", bound=str)
 
 
 def read_allowed_hosts(env: Env) -> tuple[str, ...]:
@@ -49,36 +46,53 @@ def read_allowed_hosts(env: Env) -> tuple[str, ...]:
     return tuple(hosts)
 
 
-def read_max_bytes(env: Env) -> tuple[int, dict[FileRole, int]]:
-    """``ARCHIVE_MAX_BYTES`` and every role's limit (``ARCHIVE_MAX_BYTES_<ROLE>``).
+def max_bytes_variable(role: str) -> str:
+    """The environment variable that sets one file role's size limit."""
+    return f"{MAX_BYTES_VARIABLE}_{role.upper()}"
 
-    A variable with that prefix that names no role is refused: a misspelt limit would
-    otherwise be ignored without a word.
+
+def default_max_bytes(role: str, general: int) -> int:
+    """A role's limit when its own variable is not set."""
+    return max(general, DEFAULT_VIDEO_MAX_BYTES) if role == "video" else general
+
+
+def read_max_bytes(env: Env, roles: Iterable[Role]) -> tuple[int, dict[Role, int]]:
+    """``ARCHIVE_MAX_BYTES`` and the limit of each of ``roles`` (``ARCHIVE_MAX_BYTES_<ROLE>``).
+
+    ``roles`` are the contract's file roles (``service.contracts.vocabulary.FILE_ROLES``),
+    given by the caller so settings depend on nothing else. A variable with that prefix
+    that names no role is refused: a misspelt limit would otherwise be ignored without a word.
     """
     general = env.integer(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES, minimum=1,
-                      maximum=MAX_BYTES_CEILING)
-    known = {max_bytes_variable(role): role for role in FILE_ROLES}
+                          maximum=MAX_BYTES_CEILING)
+    known = {max_bytes_variable(role): role for role in roles}
     for name in env.names(f"{MAX_BYTES_VARIABLE}_"):
         if name not in known:
             raise ConfigError(name, "names no file role; expected one of "
                               + ", ".join(sorted(known)))
     by_role = {role: env.integer(variable, default_max_bytes(role, general), minimum=1,
-                             maximum=MAX_BYTES_CEILING)
+                                 maximum=MAX_BYTES_CEILING)
                for variable, role in known.items()}
     return general, by_role
+
+
+def _not_below(name: str, value: float, floor_name: str, floor: float) -> None:
+    if value < floor:
+        raise ConfigError(name, f"must be at least {floor_name} ({floor:g}), got {value:g}")
 
 
 @dataclass(frozen=True)
 class ArchiverConfig:
     kafka: KafkaSettings
+    producer: ProducerSettings
     topics: TopicNames
-    store: ObjectStore = field(repr=False, compare=False)
-    storage_url: str = ""
-    group_id: str = DEFAULT_GROUP_ID
+    process: ProcessSettings
+    storage: StorageSettings
+    group_id: str = "music-archiver"
     concurrency: int = 4
     max_bytes: int = DEFAULT_MAX_BYTES
     #: Per file role; a role missing here has ``max_bytes``.
-    max_bytes_by_role: Mapping[FileRole, int] = field(default_factory=dict)
+    max_bytes_by_role: Mapping[str, int] = field(default_factory=dict)
     connect_timeout_seconds: float = 10.0
     total_timeout_seconds: float = 300.0
     read_timeout_seconds: float = 30.0
@@ -87,59 +101,50 @@ class ArchiverConfig:
     retry_max_delay_seconds: float = 30.0
     allowed_hosts: frozenset[str] | None = None
     allow_loopback: bool = False
-    enable_idempotence: bool = True
     publish_timeout_seconds: float = 10.0
-    shutdown_timeout_seconds: float = 10.0
-    admin_host: str = "0.0.0.0"
-    admin_port: int = DEFAULT_ADMIN_PORT
-    log_level: str = "INFO"
 
     @classmethod
-    def from_env(cls, env: Env | None = None) -> ArchiverConfig:
+    def from_env(cls, env: Env | None = None, *, file_roles: Iterable[str]) -> ArchiverConfig:
+        """``file_roles``: the contract's file roles, each with its own size limit."""
         env = env or Env()
-        kafka = KafkaSettings.from_env(env, client_id="music-archiver")
-        storage_url = env.text(STORAGE_URL_VARIABLE, default_storage_url())
-        connect_timeout = env.number("ARCHIVE_CONNECT_TIMEOUT_SECONDS", 10.0,
-                                    minimum=0.1, maximum=300.0)
-        total_timeout = env.number("ARCHIVE_TOTAL_TIMEOUT_SECONDS", 300.0,
-                                  minimum=0.1, maximum=3600.0)
-        if total_timeout < connect_timeout:
-            raise ConfigError("ARCHIVE_TOTAL_TIMEOUT_SECONDS",
-                              f"must be at least ARCHIVE_CONNECT_TIMEOUT_SECONDS "
-                              f"({connect_timeout:g}), got {total_timeout:g}")
-        base_delay = env.number("ARCHIVE_RETRY_BASE_DELAY_SECONDS", 1.0,
-                               minimum=0.0, maximum=60.0)
-        max_delay = env.number("ARCHIVE_RETRY_MAX_DELAY_SECONDS", 30.0,
-                              minimum=0.0, maximum=600.0)
-        if max_delay < base_delay:
-            raise ConfigError("ARCHIVE_RETRY_MAX_DELAY_SECONDS",
-                              f"must be at least ARCHIVE_RETRY_BASE_DELAY_SECONDS "
-                              f"({base_delay:g}), got {max_delay:g}")
+        connect_timeout = env.number("ARCHIVE_CONNECT_TIMEOUT_SECONDS",
+                                     cls.connect_timeout_seconds, minimum=0.1, maximum=300.0)
+        total_timeout = env.number("ARCHIVE_TOTAL_TIMEOUT_SECONDS", cls.total_timeout_seconds,
+                                   minimum=0.1, maximum=3600.0)
+        _not_below("ARCHIVE_TOTAL_TIMEOUT_SECONDS", total_timeout,
+                   "ARCHIVE_CONNECT_TIMEOUT_SECONDS", connect_timeout)
+        base_delay = env.number("ARCHIVE_RETRY_BASE_DELAY_SECONDS", cls.retry_base_delay_seconds,
+                                minimum=0.0, maximum=60.0)
+        max_delay = env.number("ARCHIVE_RETRY_MAX_DELAY_SECONDS", cls.retry_max_delay_seconds,
+                               minimum=0.0, maximum=600.0)
+        _not_below("ARCHIVE_RETRY_MAX_DELAY_SECONDS", max_delay,
+                   "ARCHIVE_RETRY_BASE_DELAY_SECONDS", base_delay)
         hosts = read_allowed_hosts(env)
-        max_bytes, max_bytes_by_role = read_max_bytes(env)
+        max_bytes, max_bytes_by_role = read_max_bytes(env, file_roles)
         return cls(
-            kafka=kafka,
+            kafka=KafkaSettings.from_env(env, client_id="music-archiver"),
+            producer=ProducerSettings.from_env(env),
             topics=TopicNames.from_env(env),
-            store=open_store(storage_url, env),
-            storage_url=storage_url,
-            group_id=env.text("ARCHIVER_GROUP_ID", DEFAULT_GROUP_ID),
-            concurrency=env.integer("ARCHIVE_CONCURRENCY", 4, minimum=1, maximum=256),
+            process=ProcessSettings.from_env(env, default_admin_port=DEFAULT_ADMIN_PORT),
+            storage=read_storage_settings(
+                env.text(STORAGE_URL_VARIABLE, default_storage_url()), env),
+            group_id=env.text("ARCHIVER_GROUP_ID", cls.group_id),
+            concurrency=env.integer("ARCHIVE_CONCURRENCY", cls.concurrency, minimum=1,
+                                    maximum=256),
             max_bytes=max_bytes,
             max_bytes_by_role=max_bytes_by_role,
             connect_timeout_seconds=connect_timeout,
             total_timeout_seconds=total_timeout,
-            read_timeout_seconds=env.number("ARCHIVE_READ_TIMEOUT_SECONDS", 30.0,
-                                           minimum=0.1, maximum=3600.0),
-            retry_attempts=env.integer("ARCHIVE_RETRY_ATTEMPTS", 4, minimum=1, maximum=20),
+            read_timeout_seconds=env.number("ARCHIVE_READ_TIMEOUT_SECONDS",
+                                            cls.read_timeout_seconds, minimum=0.1,
+                                            maximum=3600.0),
+            retry_attempts=env.integer("ARCHIVE_RETRY_ATTEMPTS", cls.retry_attempts, minimum=1,
+                                       maximum=20),
             retry_base_delay_seconds=base_delay,
             retry_max_delay_seconds=max_delay,
             allowed_hosts=frozenset(hosts) if hosts else None,
-            allow_loopback=env.flag("ARCHIVE_ALLOW_LOOPBACK", default=False),
-            enable_idempotence=env.flag("KAFKA_ENABLE_IDEMPOTENCE", default=True),
-            publish_timeout_seconds=env.number("PUBLISH_TIMEOUT_SECONDS", 10.0,
-                                              minimum=0.1, maximum=120.0),
-            shutdown_timeout_seconds=env.number("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
-            admin_host=env.text("ADMIN_HOST", "0.0.0.0"),
-            admin_port=env.port("ADMIN_PORT", DEFAULT_ADMIN_PORT),
-            log_level=read_log_level(env),
+            allow_loopback=env.flag("ARCHIVE_ALLOW_LOOPBACK", default=cls.allow_loopback),
+            publish_timeout_seconds=env.number("PUBLISH_TIMEOUT_SECONDS",
+                                               cls.publish_timeout_seconds, minimum=0.1,
+                                               maximum=120.0),
         )

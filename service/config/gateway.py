@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from service.config.env import ConfigError, Env
-from service.config.kafka import KafkaSettings, read_compression_type
-from service.config.shared import TopicNames, read_log_level
+from service.config.kafka import (
+    DEFAULT_MAX_BODY_BYTES,
+    KafkaSettings,
+    ProducerSettings,
+    max_record_bytes,
+    read_max_body_bytes,
+)
+from service.config.security import SecurityConfig
+from service.config.shared import ProcessSettings, TopicNames
 from service.config.spool import SpoolConfig
-from service.gateway.security.config import SecurityConfig
+
+DEFAULT_ADMIN_PORT: Final = 8081
 
 
 def read_timezone(env: Env, name: str) -> tzinfo:
@@ -24,19 +33,15 @@ def read_timezone(env: Env, name: str) -> tzinfo:
 @dataclass(frozen=True)
 class GatewayConfig:
     kafka: KafkaSettings
+    producer: ProducerSettings
     topics: TopicNames
     security: SecurityConfig
+    process: ProcessSettings
     http_host: str = "0.0.0.0"
     http_port: int = 8080
-    admin_host: str = "0.0.0.0"
-    admin_port: int = 8081
-    enable_idempotence: bool = True
-    compression_type: str = "gzip"
-    max_body_bytes: int = 256 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     publish_timeout_seconds: float = 5.0
     provider_timezone: tzinfo = UTC
-    log_level: str = "INFO"
-    shutdown_timeout_seconds: float = 10.0
     spool: SpoolConfig = field(default_factory=SpoolConfig)
 
     @classmethod
@@ -45,23 +50,20 @@ class GatewayConfig:
         if env.raw("EVENT_SOURCE") is not None:
             raise ConfigError("EVENT_SOURCE", "no longer read: the source of each event now "
                               "comes from its callback kind (/callbacks/<kind>); remove it")
-        publish_timeout = env.number("PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=14.0)
-        max_body = env.integer("MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
+        publish_timeout = env.number("PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds,
+                                     minimum=0.1, maximum=14.0)
+        max_body = read_max_body_bytes(env)
         return cls(
             kafka=KafkaSettings.from_env(env, client_id="music-gateway"),
+            producer=ProducerSettings.from_env(env, max_request_size=max_record_bytes(max_body)),
             topics=TopicNames.from_env(env),
             security=SecurityConfig.from_env(env),
-            http_host=env.text("HTTP_HOST", "0.0.0.0"),
-            http_port=env.port("HTTP_PORT", 8080),
-            admin_host=env.text("ADMIN_HOST", "0.0.0.0"),
-            admin_port=env.port("ADMIN_PORT", 8081),
-            enable_idempotence=env.flag("KAFKA_ENABLE_IDEMPOTENCE", default=True),
-            compression_type=read_compression_type(env),
+            process=ProcessSettings.from_env(env, default_admin_port=DEFAULT_ADMIN_PORT),
+            http_host=env.text("HTTP_HOST", cls.http_host),
+            http_port=env.port("HTTP_PORT", cls.http_port),
             max_body_bytes=max_body,
             publish_timeout_seconds=publish_timeout,
             provider_timezone=read_timezone(env, "PROVIDER_TIMEZONE"),
-            log_level=read_log_level(env),
-            shutdown_timeout_seconds=env.number("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
             spool=SpoolConfig.from_env(env, publish_timeout=publish_timeout,
                                        max_body_bytes=max_body),
         )

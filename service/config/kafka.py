@@ -1,4 +1,5 @@
-"""Kafka client settings shared by every process (producer and consumers)."""
+"""Kafka settings composed into every process: the client (every process), the producer
+(every process that publishes) and the record size that follows ``MAX_BODY_BYTES``."""
 
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ class KafkaSettings:
 
 def read_compression_type(env: Env) -> str:
     """``KAFKA_COMPRESSION_TYPE``, refused at start-up when its codec library is missing."""
-    compression = env.choice("KAFKA_COMPRESSION_TYPE", "gzip", COMPRESSION_TYPES)
+    compression = env.choice("KAFKA_COMPRESSION_TYPE", ProducerSettings.compression_type,
+                             COMPRESSION_TYPES)
     available = _CODEC_AVAILABLE.get(compression)
     if available is not None and not getattr(codec, available)():
         raise ConfigError(
@@ -108,6 +110,28 @@ def read_compression_type(env: Env) -> str:
             "(pip install cramjam, or choose gzip or none)",
         )
     return compression
+
+
+@dataclass(frozen=True)
+class ProducerSettings:
+    """How every process that publishes configures its producer (acks=all always)."""
+
+    enable_idempotence: bool = True
+    compression_type: str = "gzip"
+    max_request_size: int = 1024 * 1024
+    linger_ms: int = 0
+    request_timeout_ms: int = 30_000
+
+    @classmethod
+    def from_env(cls, env: Env, *, max_request_size: int | None = None) -> ProducerSettings:
+        """``max_request_size``: the largest record the process produces, when it is not
+        the default (the gateway's follows ``MAX_BODY_BYTES``: ``max_record_bytes``)."""
+        return cls(
+            enable_idempotence=env.flag("KAFKA_ENABLE_IDEMPOTENCE", cls.enable_idempotence),
+            compression_type=read_compression_type(env),
+            max_request_size=cls.max_request_size if max_request_size is None
+            else max_request_size,
+        )
 
 
 def max_record_bytes(max_body_bytes: int) -> int:
@@ -119,3 +143,12 @@ def max_record_bytes(max_body_bytes: int) -> int:
     use this figure so the largest accepted body always fits.
     """
     return max(1024 * 1024, 4 * max_body_bytes + 64 * 1024)
+
+
+DEFAULT_MAX_BODY_BYTES: Final = 256 * 1024
+
+
+def read_max_body_bytes(env: Env) -> int:
+    """``MAX_BODY_BYTES``: the gateway's largest body; topic and producer sizes follow it."""
+    return env.integer("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1024,
+                       maximum=16 * 1024 * 1024)

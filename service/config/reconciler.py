@@ -13,7 +13,7 @@ from typing import Final
 
 from service.config.env import ConfigError, Env
 from service.config.gateway import read_timezone
-from service.config.kafka import COMPRESSION_TYPES, KafkaSettings
+from service.config.kafka import KafkaSettings, read_compression_type
 from service.config.shared import TopicNames, read_log_level
 
 DEFAULT_ADMIN_PORT: Final = 8084
@@ -116,7 +116,7 @@ class ReconcilerConfig:
                                      maximum=16 * 1024 * 1024),
             provider_timezone=read_timezone(env, "PROVIDER_TIMEZONE"),
             enable_idempotence=env.flag("KAFKA_ENABLE_IDEMPOTENCE", default=True),
-            compression_type=env.choice("KAFKA_COMPRESSION_TYPE", "gzip", COMPRESSION_TYPES),
+            compression_type=read_compression_type(env),
             publish_timeout_seconds=env.number("PUBLISH_TIMEOUT_SECONDS", 10.0,
                                               minimum=0.1, maximum=120.0),
             admin_host=env.text("ADMIN_HOST", "0.0.0.0"),

@@ -1,4 +1,4 @@
-"""Settings every process reads the same way: topic names and the log level."""
+"""Settings every process reads the same way: topic names, admin listener, log level, shutdown."""
 
 from __future__ import annotations
 
@@ -30,5 +30,26 @@ class TopicNames:
         )
 
 
+@dataclass(frozen=True)
+class ProcessSettings:
+    """The admin listener (``/healthz``, ``/readyz``, ``/metrics``), log level and the grace
+    in-flight work gets at shutdown: read alike by every long-running process."""
+
+    admin_port: int
+    admin_host: str = "0.0.0.0"
+    log_level: str = "INFO"
+    shutdown_timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Env, *, default_admin_port: int) -> ProcessSettings:
+        return cls(
+            admin_port=env.port("ADMIN_PORT", default_admin_port),
+            admin_host=env.text("ADMIN_HOST", cls.admin_host),
+            log_level=read_log_level(env),
+            shutdown_timeout_seconds=env.number("SHUTDOWN_TIMEOUT_SECONDS",
+                                                cls.shutdown_timeout_seconds, minimum=0.0),
+        )
+
+
 def read_log_level(env: Env) -> str:
-    return env.choice("LOG_LEVEL", "INFO", LOG_LEVELS)
+    return env.choice("LOG_LEVEL", ProcessSettings.log_level, LOG_LEVELS)

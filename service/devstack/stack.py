@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from service.config.devstack import DevStackSettings
 from service.config.env import Env
 from service.config.kafka import KafkaSettings
 from service.devstack.tansu import TansuBroker
@@ -39,17 +40,15 @@ class Child:
     admin_port: int
 
 
-def _children(env: Env) -> list[Child]:
+def _children(settings: DevStackSettings) -> list[Child]:
     candidates = [
-        Child("gateway", "service.gateway.main", env.port("DEV_GATEWAY_ADMIN_PORT", 8081)),
-        Child("archiver", "service.consumers.archiver.main",
-              env.port("DEV_ARCHIVER_ADMIN_PORT", 8082)),
-        Child("metrics", "service.consumers.metrics.main",
-              env.port("DEV_METRICS_ADMIN_PORT", 8083)),
+        Child("gateway", "service.gateway.main", settings.gateway_admin_port),
+        Child("archiver", "service.consumers.archiver.main", settings.archiver_admin_port),
+        Child("metrics", "service.consumers.metrics.main", settings.metrics_admin_port),
     ]
-    if env.raw("PROVIDER_API_KEY") is not None or env.raw("PROVIDER_API_KEY_FILE") is not None:
+    if settings.start_reconciler:
         candidates.append(Child("reconciler", "service.consumers.reconciler.main",
-                                env.port("DEV_RECONCILER_ADMIN_PORT", 8084)))
+                                settings.reconciler_admin_port))
     return [child for child in candidates if importlib.util.find_spec(child.module) is not None]
 
 
@@ -71,17 +70,17 @@ def run_dev_stack(env: Env) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())  # handlers only set a flag
 
-    # Relative to the working directory (the checkout for make run), never inside an install.
-    data_dir = Path(env.text("DEV_DATA_DIR", ".dev-data")).resolve()
+    settings = DevStackSettings.from_env(env)
+    data_dir = settings.data_dir
     archive_dir = data_dir / "archive"
     archive_dir.mkdir(parents=True, exist_ok=True)
-    http_port = env.port("HTTP_PORT", 8080)
+    http_port = settings.http_port
 
     broker: TansuBroker | None = None
-    bootstrap = env.optional_text("KAFKA_BOOTSTRAP_SERVERS")
+    bootstrap = settings.bootstrap_servers
     child_env = dict(os.environ)
     if bootstrap is None:
-        broker = TansuBroker(port=env.port("DEV_BROKER_PORT", 0) or None,
+        broker = TansuBroker(port=settings.broker_port or None,
                              log_path=data_dir / "tansu.log").start()
         bootstrap = broker.bootstrap_servers
         child_env["KAFKA_ENABLE_IDEMPOTENCE"] = "false"  # Tansu has no idempotent producer
@@ -105,7 +104,7 @@ def run_dev_stack(env: Env) -> int:
         child_vars = Env(child_env)
         asyncio.run(ensure_topics(KafkaSettings.from_env(child_vars, client_id="music-dev"),
                                   project_topics(child_vars)))
-        for child in _children(env):
+        for child in _children(settings):
             process = subprocess.Popen(
                 [sys.executable, "-m", "service", child.name], cwd=REPO,
                 env=child_env | {"ADMIN_PORT": str(child.admin_port)},

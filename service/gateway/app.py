@@ -19,7 +19,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from service.config.gateway import GatewayConfig
-from service.config.kafka import max_record_bytes
 from service.contracts.registry import SchemaRegistry
 from service.core.kinds import KINDS, CallbackKind
 from service.core.normalize import decode
@@ -30,7 +29,7 @@ from service.gateway.metrics import GatewayMetrics
 from service.gateway.tasks import ROUTE as TASKS_ROUTE
 from service.gateway.tasks import TaskIntake, read_task, task_id_of
 from service.kafka.durable import DurablePublisher
-from service.kafka.producer import KafkaPublisher, ProducerOptions
+from service.kafka.producer import KafkaPublisher
 from service.observability.tracing import start_or_continue
 from service.spool.forwarder import Forwarder
 from service.spool.lifecycle import forwarding
@@ -95,7 +94,7 @@ async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     # Flushes buffered records before closing, bounded: every record it may still hold
     # was answered 503 or is in the spool, so giving up costs a duplicate at most.
-    await publisher.stop(flush_timeout=app[CONFIG_KEY].shutdown_timeout_seconds)
+    await publisher.stop(flush_timeout=app[CONFIG_KEY].process.shutdown_timeout_seconds)
 
 
 async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -110,14 +109,7 @@ async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def build_publisher(config: GatewayConfig) -> KafkaPublisher:
-    return KafkaPublisher(
-        config.kafka,
-        ProducerOptions(
-            enable_idempotence=config.enable_idempotence,
-            compression_type=config.compression_type,
-            max_request_size=max_record_bytes(config.max_body_bytes),
-        ),
-    )
+    return KafkaPublisher(config.kafka, config.producer)
 
 
 def build_spool(config: GatewayConfig) -> Spool | None:

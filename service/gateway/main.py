@@ -7,8 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from service.config.gateway import GatewayConfig
 from service.gateway.app import DURABLE_KEY, create_app
-from service.observability.admin import create_admin_app
-from service.runtime import Listener, ShutdownFlag, serve
+from service.runtime import Listener, ShutdownFlag, admin_listener, serve
 
 log = structlog.get_logger(__name__)
 
@@ -24,17 +23,13 @@ async def run_gateway(config: GatewayConfig) -> None:
     shutdown = ShutdownFlag()
     shutdown.install()
 
-    async def readiness() -> str | None:
-        if shutdown.is_set:
-            return "shutting_down"
-        return await app[DURABLE_KEY].check()  # the broker, or else the spool, can keep records
-
+    # Ready while the broker, or else the spool, can keep records.
+    checks = {"durable": app[DURABLE_KEY].check}
     await serve(
         [
             Listener(app, config.http_host, config.http_port, "callbacks"),
-            Listener(create_admin_app(registry, readiness), config.admin_host,
-                     config.admin_port, "admin"),
+            admin_listener(config.process, registry, shutdown, checks),
         ],
         shutdown=shutdown,
-        shutdown_timeout=config.shutdown_timeout_seconds,
+        shutdown_timeout=config.process.shutdown_timeout_seconds,
     )

@@ -195,7 +195,7 @@ async def replay(config: GatewayConfig, wanted: ReplayRange, *, dry_run: bool,
     finally:
         await consumer.stop()
         if publisher is not None:
-            await publisher.stop(flush_timeout=config.shutdown_timeout_seconds)
+            await publisher.stop(flush_timeout=config.process.shutdown_timeout_seconds)
     emit({"summary": dict(counts), "topic": topic, "dry_run": dry_run})
     return 0 if complete else 1
 

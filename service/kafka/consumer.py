@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.config.kafka import KafkaSettings
 from service.kafka.health import cluster_unreachable
+from service.retry import retry_until_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -97,18 +98,14 @@ class OffsetTracker:
 
 async def start_with_retry(consumer: AIOKafkaConsumer, stop: Callable[[], bool]) -> bool:
     """Start ``consumer``, retrying with backoff while the broker is unreachable; False
-    when ``stop()`` came first."""
-    delay = 0.5
-    while not stop():
-        try:
-            await consumer.start()
-        except (KafkaError, OSError) as exc:
-            log.warning("kafka_connect_failed", error=type(exc).__name__, retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            continue
-        return True
-    return False
+    when ``stop()`` came first (the consumer is then stopped again)."""
+    await retry_until_stopped(consumer.start, retry_on=(KafkaError, OSError),
+                              failure_event="kafka_connect_failed", stopped=stop)
+    if stop():
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        return False
+    return True
 
 
 class ProcessingCrashedError(RuntimeError):
@@ -230,9 +227,10 @@ class StreamConsumer:
             raise ProcessingCrashedError from self._fatal
 
     async def _start_with_retry(self, consumer: AIOKafkaConsumer, stop: Callable[[], bool]) -> None:
-        if await start_with_retry(consumer, stop):
-            log.info("consumer_started", group=self.options.group_id,
-                     topics=list(self.options.topics))
+        if not await start_with_retry(consumer, stop):
+            return  # stopped, perhaps before the broker answered
+        log.info("consumer_started", group=self.options.group_id,
+                 topics=list(self.options.topics))
 
     def _submit(self, tp: TopicPartition, record: Record) -> None:
         self.tracker.started(tp, record.offset)

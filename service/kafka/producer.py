@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from service.config.kafka import KafkaSettings
+from service.config.kafka import KafkaSettings, ProducerSettings
 from service.kafka.health import cluster_unreachable
+from service.retry import retry_until_stopped
 
 log = structlog.get_logger(__name__)
 
 Headers = list[tuple[str, bytes]]
-
-_RECONNECT_MIN: Final = 0.5
-_RECONNECT_MAX: Final = 10.0
 
 
 class PublishError(Exception):
@@ -51,19 +47,10 @@ def is_transient(exc: KafkaError) -> bool:
     return bool(getattr(exc, "retriable", False)) or isinstance(exc, KafkaTimeoutError)
 
 
-@dataclass(frozen=True)
-class ProducerOptions:
-    enable_idempotence: bool = True
-    compression_type: str | None = "gzip"
-    max_request_size: int = 1024 * 1024
-    linger_ms: int = 0
-    request_timeout_ms: int = 30_000
-
-
 class KafkaPublisher:
-    def __init__(self, settings: KafkaSettings, options: ProducerOptions) -> None:
+    def __init__(self, settings: KafkaSettings, producer_settings: ProducerSettings) -> None:
         self._settings = settings
-        self._options = options
+        self._producer_settings = producer_settings
         self._producer: AIOKafkaProducer | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self._last_error: str | None = "not_started"
@@ -84,10 +71,8 @@ class KafkaPublisher:
         return self.connected
 
     def _new_producer(self) -> AIOKafkaProducer:
-        options = self._options
-        compression = options.compression_type
-        if compression == "none":
-            compression = None
+        options = self._producer_settings
+        compression = None if options.compression_type == "none" else options.compression_type
         return AIOKafkaProducer(
             **self._settings.client_kwargs(),
             acks="all",
@@ -98,24 +83,24 @@ class KafkaPublisher:
             request_timeout_ms=options.request_timeout_ms,
         )
 
+    async def _connect_once(self) -> AIOKafkaProducer:
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except (KafkaError, OSError):
+            self._last_error = "broker_unreachable"
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        return producer
+
     async def _connect_loop(self) -> None:
-        delay = _RECONNECT_MIN
-        while True:
-            producer = self._new_producer()
-            try:
-                await producer.start()
-            except (KafkaError, OSError) as exc:
-                self._last_error = "broker_unreachable"
-                log.warning("kafka_connect_failed", error=type(exc).__name__, retry_in_s=delay)
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
-                delay = min(delay * 2, _RECONNECT_MAX)
-                continue
-            self._producer = producer
-            self._last_error = None
-            log.info("kafka_connected", bootstrap=self._settings.bootstrap_servers)
-            return
+        # No stop condition: stop() cancels this task.
+        self._producer = await retry_until_stopped(
+            self._connect_once, retry_on=(KafkaError, OSError),
+            failure_event="kafka_connect_failed")
+        self._last_error = None
+        log.info("kafka_connected", bootstrap=self._settings.bootstrap_servers)
 
     async def publish(
         self, topic: str, *, key: bytes | None, value: bytes, headers: Headers, deadline: float,

@@ -11,6 +11,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 from service.config.env import Env
 from service.config.kafka import KafkaSettings, max_record_bytes
 from service.config.shared import TopicNames
+from service.config.topics import TopicSettings
 
 log = structlog.get_logger(__name__)
 
@@ -26,20 +27,17 @@ class TopicSpec:
 def project_topics(env: Env) -> list[TopicSpec]:
     """Every topic the project writes, with sizes that fit the largest accepted body."""
     topics = TopicNames.from_env(env)
-    partitions = env.integer("TOPIC_PARTITIONS", 6, minimum=1, maximum=10_000)
-    replication = env.integer("TOPIC_REPLICATION_FACTOR", 1, minimum=1, maximum=32)
-    max_body = env.integer("MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
-    big = {"max.message.bytes": str(max_record_bytes(max_body))}
-    min_isr = env.optional_text("TOPIC_MIN_INSYNC_REPLICAS")
-    if min_isr is not None:
-        big["min.insync.replicas"] = str(env.integer("TOPIC_MIN_INSYNC_REPLICAS", 1, minimum=1))
-    small = {k: v for k, v in big.items() if k != "max.message.bytes"}
+    settings = TopicSettings.from_env(env)
+    partitions, replication = settings.partitions, settings.replication_factor
+    small = {} if settings.min_insync_replicas is None else {
+        "min.insync.replicas": str(settings.min_insync_replicas)}
+    big = {"max.message.bytes": str(max_record_bytes(settings.max_body_bytes)), **small}
     return [
         TopicSpec(topics.events, partitions, replication, dict(big)),
         TopicSpec(topics.rejected, partitions, replication, dict(big)),
-        TopicSpec(topics.archived, partitions, replication, small),
-        TopicSpec(topics.archive_failed, partitions, replication, small),
-        TopicSpec(topics.tasks, partitions, replication, small),
+        TopicSpec(topics.archived, partitions, replication, dict(small)),
+        TopicSpec(topics.archive_failed, partitions, replication, dict(small)),
+        TopicSpec(topics.tasks, partitions, replication, dict(small)),
     ]
 
 

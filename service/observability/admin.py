@@ -1,14 +1,15 @@
 """The admin listener every process serves on its own ADMIN_PORT.
 
-``/healthz`` says the process is alive, ``/readyz`` asks the process's own
-readiness check (its clients are started and reachable), ``/metrics`` renders
+``/healthz`` says the process is alive, ``/readyz`` asks the process's named
+readiness checks in order (its clients are started and reachable) and answers
+503 with the first failing check and its reason, ``/metrics`` renders
 the process's Prometheus registry. Kept off the public callback port so the
 callback host never exposes them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
 from aiohttp import web
@@ -18,7 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 # Returns None when ready, else a short machine-readable reason.
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 
-READINESS_KEY: Final[web.AppKey[ReadinessCheck]] = web.AppKey("readiness")
+READINESS_KEY: Final[web.AppKey[Mapping[str, ReadinessCheck]]] = web.AppKey("readiness")
 REGISTRY_KEY: Final = web.AppKey("registry", CollectorRegistry)
 
 
@@ -27,10 +28,12 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    reason = await request.app[READINESS_KEY]()
-    if reason is None:
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "not_ready", "reason": reason}, status=503)
+    for name, check in request.app[READINESS_KEY].items():
+        reason = await check()
+        if reason is not None:
+            return web.json_response({"status": "not_ready", "check": name, "reason": reason},
+                                     status=503)
+    return web.json_response({"status": "ready"})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -41,10 +44,11 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-def create_admin_app(registry: CollectorRegistry, readiness: ReadinessCheck) -> web.Application:
+def create_admin_app(registry: CollectorRegistry,
+                     checks: Mapping[str, ReadinessCheck]) -> web.Application:
     app = web.Application()
     app[REGISTRY_KEY] = registry
-    app[READINESS_KEY] = readiness
+    app[READINESS_KEY] = checks
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

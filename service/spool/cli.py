@@ -117,4 +117,4 @@ async def drain(config: GatewayConfig, *, give_up_after: float,
     finally:
         with contextlib.suppress(Exception):
             await spool.close()
-        await publisher.stop(flush_timeout=config.shutdown_timeout_seconds)
+        await publisher.stop(flush_timeout=config.process.shutdown_timeout_seconds)

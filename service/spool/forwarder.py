@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections import Counter
 from collections.abc import Sequence
 from enum import Enum
@@ -25,12 +24,13 @@ from typing import Any, Final
 import structlog
 
 from service.kafka.producer import KafkaPublisher, PublishError
+from service.retry import Backoff
 from service.spool.store import Entry, Spool
 
 log = structlog.get_logger(__name__)
 
-_BACKOFF_MIN: Final = 0.2
-_BACKOFF_MAX: Final = 10.0
+# Between failed attempts (probes): 0.2 s doubling up to 10 s, reset by progress.
+_BACKOFF: Final = Backoff(first=0.2, cap=10.0)
 _IDLE_WAIT: Final = 1.0
 _LOG_EVERY_FAILURES: Final = 20
 
@@ -58,7 +58,6 @@ class Forwarder:
         self._send_timeout = send_timeout
         self._probing = False
         self._failures_in_a_row = 0
-        self._delay = _BACKOFF_MIN
         # Counters for the metrics collector.
         self.forwarded = 0
         self.failures: Counter[str] = Counter()
@@ -77,16 +76,11 @@ class Forwarder:
         if outcome is Step.PROGRESS:
             return
         if outcome is Step.FAILED:
-            await asyncio.sleep(self._next_delay())
+            await asyncio.sleep(_BACKOFF.delay(self._failures_in_a_row))
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_IDLE_WAIT):
                 await self._spool.changed.wait()
-
-    def _next_delay(self) -> float:
-        delay = self._delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
-        self._delay = min(self._delay * 2, _BACKOFF_MAX)
-        return delay
 
     async def step(self) -> Step:
         """Forward one batch from the head of the spool."""
@@ -115,7 +109,6 @@ class Forwarder:
             log.info("spool_forwarding_resumed", failed_attempts=self._failures_in_a_row)
         self._failures_in_a_row = 0
         self._probing = False
-        self._delay = _BACKOFF_MIN
         if spool.records == 0:
             log.info("spool_drained", forwarded_total=self.forwarded)
         return Step.PROGRESS

@@ -1,25 +1,20 @@
-"""Open the archive's object store from ``ARCHIVE_STORAGE_URL`` and the usual AWS variables.
+"""Open the archive's object store from its settings (``service.config.storage``).
 
-- ``file:///absolute/dir`` (percent-encoded like any file URL) -> :class:`FilesystemStore`;
-- ``s3://bucket`` or ``s3://bucket/prefix`` (the prefix taken literally, as the AWS CLI
-  does) -> :class:`S3Store`, configured from ``AWS_REGION`` (else ``AWS_DEFAULT_REGION``,
-  else ``us-east-1``), ``AWS_ACCESS_KEY_ID`` + ``AWS_SECRET_ACCESS_KEY`` (both or neither;
-  neither means obstore's own chain: web identity, ECS/EC2 metadata),
-  ``AWS_SESSION_TOKEN`` and ``AWS_ENDPOINT_URL`` (an S3-compatible server; ``http://`` is
-  accepted there, for a local or in-cluster endpoint). Secrets may also come from
-  ``NAME_FILE``.
-
-Every error is a :class:`ConfigError` naming the variable to fix.
+``store_for`` makes no request; the one check left to it is the S3 prefix, which must
+be a valid object key (the store's own rule), reported as ``ARCHIVE_STORAGE_URL``.
 """
 
 from __future__ import annotations
 
-import re
-import urllib.parse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.config.env import ConfigError
+from service.config.storage import (
+    STORAGE_URL_VARIABLE,
+    FilesystemSettings,
+    StorageSettings,
+    read_storage_settings,
+)
 from service.storage.base import validate_key
 from service.storage.filesystem import FilesystemStore
 from service.storage.s3 import S3Store
@@ -28,85 +23,23 @@ if TYPE_CHECKING:
     from service.config.env import Env
     from service.storage.base import ObjectStore
 
-STORAGE_URL_VARIABLE = "ARCHIVE_STORAGE_URL"
-DEFAULT_REGION = "us-east-1"
 
-# S3 bucket naming rules (general purpose buckets): 3-63 of a-z 0-9 . -, alphanumeric ends.
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_REGION = re.compile(r"[a-z0-9-]{1,64}")
+def store_for(settings: StorageSettings) -> ObjectStore:
+    """The store ``settings`` describe (nothing is contacted yet)."""
+    if isinstance(settings, FilesystemSettings):
+        return FilesystemStore(settings.root)
+    if settings.prefix:
+        try:
+            validate_key(settings.prefix)
+        except ValueError as exc:
+            raise ConfigError(STORAGE_URL_VARIABLE, f"invalid prefix in "
+                              f"s3://{settings.bucket}/{settings.prefix}: {exc}") from None
+    return S3Store(settings.bucket, settings.prefix, region=settings.region,
+                   access_key_id=settings.access_key_id,
+                   secret_access_key=settings.secret_access_key,
+                   session_token=settings.session_token, endpoint_url=settings.endpoint_url)
 
 
 def open_store(url: str, env: Env) -> ObjectStore:
-    """The store that ``url`` (the value of ``ARCHIVE_STORAGE_URL``) names."""
-    try:
-        parts = urllib.parse.urlsplit(url.strip())
-    except ValueError as exc:
-        raise ConfigError(STORAGE_URL_VARIABLE, f"not a URL: {exc}") from None
-    if parts.query or parts.fragment:
-        raise ConfigError(STORAGE_URL_VARIABLE, f"must have no query or fragment, got {url!r}")
-    if parts.scheme == "file":
-        return _filesystem(parts, url)
-    if parts.scheme == "s3":
-        return _s3(parts, url, env)
-    raise ConfigError(STORAGE_URL_VARIABLE,
-                      f"expected file:///absolute/dir or s3://bucket/prefix, got {url!r}")
-
-
-def _filesystem(parts: urllib.parse.SplitResult, url: str) -> FilesystemStore:
-    if parts.netloc not in ("", "localhost"):
-        raise ConfigError(STORAGE_URL_VARIABLE,
-                          f"file URLs must name a local path (file:///dir), got {url!r}")
-    path = urllib.parse.unquote(parts.path)
-    if not path.startswith("/") or path.rstrip("/") == "":
-        raise ConfigError(STORAGE_URL_VARIABLE,
-                          f"expected file:///absolute/dir (not the root), got {url!r}")
-    if ".." in path.split("/"):
-        raise ConfigError(STORAGE_URL_VARIABLE, f"must not contain '..', got {url!r}")
-    return FilesystemStore(Path(path))
-
-
-def _s3(parts: urllib.parse.SplitResult, url: str, env: Env) -> S3Store:
-    bucket = parts.netloc
-    if "@" in bucket or ":" in bucket or not _BUCKET.fullmatch(bucket) or ".." in bucket:
-        raise ConfigError(STORAGE_URL_VARIABLE,
-                          f"expected s3://bucket/prefix with a valid bucket name, got {url!r}")
-    prefix = parts.path.strip("/")
-    if prefix:
-        try:
-            validate_key(prefix)
-        except ValueError as exc:
-            raise ConfigError(STORAGE_URL_VARIABLE, f"invalid prefix in {url!r}: {exc}") from None
-
-    region_variable = "AWS_REGION" if env.raw("AWS_REGION") is not None else "AWS_DEFAULT_REGION"
-    region = env.text(region_variable, DEFAULT_REGION)
-    if not _REGION.fullmatch(region):
-        raise ConfigError(region_variable, f"expected a region like eu-west-1, got {region!r}")
-
-    access_key_id = env.optional_text("AWS_ACCESS_KEY_ID")
-    secret_access_key = env.secret("AWS_SECRET_ACCESS_KEY")
-    if access_key_id is None and secret_access_key is not None:
-        raise ConfigError("AWS_ACCESS_KEY_ID", "missing while AWS_SECRET_ACCESS_KEY is set")
-    if access_key_id is not None and secret_access_key is None:
-        raise ConfigError("AWS_SECRET_ACCESS_KEY", "missing while AWS_ACCESS_KEY_ID is set")
-    session_token = env.secret("AWS_SESSION_TOKEN")
-    if session_token is not None and access_key_id is None:
-        raise ConfigError("AWS_SESSION_TOKEN",
-                          "set only together with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-
-    endpoint_url = env.optional_text("AWS_ENDPOINT_URL")
-    if endpoint_url is not None:
-        endpoint = urllib.parse.urlsplit(endpoint_url)
-        if endpoint.scheme not in ("http", "https") or not endpoint.hostname:
-            raise ConfigError("AWS_ENDPOINT_URL",
-                              f"expected http(s)://host[:port], got {endpoint_url!r}")
-        if endpoint.path.strip("/") or endpoint.query or endpoint.fragment:
-            raise ConfigError("AWS_ENDPOINT_URL",
-                              f"must have no path, query or fragment, got {endpoint_url!r}")
-        try:
-            _ = endpoint.port
-        except ValueError:
-            raise ConfigError("AWS_ENDPOINT_URL", f"invalid port in {endpoint_url!r}") from None
-
-    return S3Store(bucket, prefix, region=region, access_key_id=access_key_id,
-                   secret_access_key=secret_access_key, session_token=session_token,
-                   endpoint_url=endpoint_url)
+    """The store that ``url`` (an ``ARCHIVE_STORAGE_URL`` value) and ``env`` name."""
+    return store_for(read_storage_settings(url, env))

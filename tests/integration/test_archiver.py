@@ -92,7 +92,7 @@ class Running:
 
     @property
     def admin(self) -> str:
-        return f"http://127.0.0.1:{self.config.admin_port}"
+        return f"http://127.0.0.1:{self.config.process.admin_port}"
 
     async def stop(self) -> int:
         self.shutdown.event.set()
@@ -128,7 +128,7 @@ async def archivers() -> AsyncIterator[Start]:
 
     async def start(env: dict[str, str], *, resolver: AbstractResolver | None = None,
                     ready: bool = True) -> Running:
-        config = ArchiverConfig.from_env(Env(env))
+        config = ArchiverConfig.from_env(Env(env), file_roles=FILE_ROLES)
         registry = CollectorRegistry()
         shutdown = ShutdownFlag()
         task = asyncio.create_task(run_archiver(config, registry=registry, resolver=resolver,
@@ -373,7 +373,8 @@ async def test_failed_downloads_are_dead_lettered_with_their_reason(
     assert sorted(p.name for p in root.iterdir()) == ["t-flaky", "t-ok"]
     assert media.server is not None
     kafka_port = int(kafka_broker.bootstrap_servers.rsplit(":", 1)[1])
-    assert loopback_only(jail, kafka_port, media.server.port, archiver.config.admin_port) == []
+    admin_port = archiver.config.process.admin_port
+    assert loopback_only(jail, kafka_port, media.server.port, admin_port) == []
 
 
 async def test_names_resolving_to_forbidden_addresses_are_refused_without_connecting(
@@ -418,7 +419,7 @@ async def test_names_resolving_to_forbidden_addresses_are_refused_without_connec
     assert all(canary.accepted == 0 for canary in canaries.values())
     kafka_port = int(kafka_broker.bootstrap_servers.rsplit(":", 1)[1])
     # Not one connect(2) for a payload URL: only Kafka and the test's own /readyz polls.
-    assert loopback_only(jail, kafka_port, archiver.config.admin_port) == []
+    assert loopback_only(jail, kafka_port, archiver.config.process.admin_port) == []
     assert sorted(set(resolver.calls)) == ["loopback.test", "loopback6.test", "metadata.test",
                                            "mixed.test", "private.test"]
     assert not (tmp_path / "a" / "task-ssrf").exists()

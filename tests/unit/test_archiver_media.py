@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from service.config.archiver import read_max_bytes
-from service.config.env import ConfigError, Env
-from service.consumers.archiver.download import DEFAULT_MAX_BYTES, DownloadLimits
-from service.consumers.archiver.media import (
+from service.config.archiver import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_VIDEO_MAX_BYTES,
-    limits_by_role,
     max_bytes_variable,
-    media_type,
+    read_max_bytes,
 )
+from service.config.env import ConfigError, Env
+from service.consumers.archiver.download import DownloadLimits
+from service.consumers.archiver.media import limits_by_role, media_type
 from service.contracts.vocabulary import FILE_ROLES, STEM_ROLES
 
 
@@ -35,15 +35,16 @@ def test_limits_by_role_narrow_the_base_limits() -> None:
 
 
 def test_every_role_defaults_to_the_general_limit_but_video() -> None:
-    general, by_role = read_max_bytes(Env({}))
+    general, by_role = read_max_bytes(Env({}), FILE_ROLES)
     assert general == DEFAULT_MAX_BYTES
     assert by_role["video"] == DEFAULT_VIDEO_MAX_BYTES
     assert {by_role[role] for role in FILE_ROLES if role != "video"} == {DEFAULT_MAX_BYTES}
 
 
 def test_a_general_limit_above_the_video_default_raises_video_too() -> None:
-    general, by_role = read_max_bytes(Env({"ARCHIVE_MAX_BYTES": str(2 * DEFAULT_VIDEO_MAX_BYTES),
-                                           "ARCHIVE_MAX_BYTES_BACKING_VOCALS": "1000"}))
+    env = Env({"ARCHIVE_MAX_BYTES": str(2 * DEFAULT_VIDEO_MAX_BYTES),
+               "ARCHIVE_MAX_BYTES_BACKING_VOCALS": "1000"})
+    general, by_role = read_max_bytes(env, FILE_ROLES)
     assert by_role["video"] == general == 2 * DEFAULT_VIDEO_MAX_BYTES
     assert by_role["backing_vocals"] == 1000
     assert max_bytes_variable("backing_vocals") == "ARCHIVE_MAX_BYTES_BACKING_VOCALS"
@@ -56,11 +57,11 @@ def test_a_general_limit_above_the_video_default_raises_video_too() -> None:
 ])
 def test_bad_limits_name_their_variable(environ: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as info:
-        read_max_bytes(Env(environ))
+        read_max_bytes(Env(environ), FILE_ROLES)
     assert info.value.name == variable
     assert str(info.value).startswith(f"{variable}: ")
 
 
 def test_an_empty_role_variable_is_as_good_as_unset() -> None:
-    _, by_role = read_max_bytes(Env({"ARCHIVE_MAX_BYTES_VIDOE": " "}))
+    _, by_role = read_max_bytes(Env({"ARCHIVE_MAX_BYTES_VIDOE": " "}), FILE_ROLES)
     assert by_role["video"] == DEFAULT_VIDEO_MAX_BYTES

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from service.config.env import Env
 from service.config.gateway import GatewayConfig
-from service.config.kafka import KafkaSettings
+from service.config.kafka import KafkaSettings, ProducerSettings
 from service.core.kinds import KINDS, CallbackKind, kind_named
 from service.gateway.app import create_app
-from service.kafka.producer import KafkaPublisher, ProducerOptions
+from service.kafka.producer import KafkaPublisher
 from tests.harness.examples import example_bytes
 
 EXTEND_MUSIC = kind_named("extend-music")
@@ -32,7 +32,7 @@ WEBHOOK_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 class RecordingPublisher(KafkaPublisher):
     def __init__(self) -> None:
-        super().__init__(KafkaSettings(bootstrap_servers="127.0.0.1:9"), ProducerOptions())
+        super().__init__(KafkaSettings(bootstrap_servers="127.0.0.1:9"), ProducerSettings())
         self.published: list[str] = []
 
     async def start(self) -> None:

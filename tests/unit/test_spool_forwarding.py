@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from service.config.kafka import KafkaSettings
+from service.config.kafka import KafkaSettings, ProducerSettings
 from service.kafka.durable import DurablePublisher
-from service.kafka.producer import Headers, KafkaPublisher, ProducerOptions, PublishError
+from service.kafka.producer import Headers, KafkaPublisher, PublishError
 from service.spool.forwarder import Forwarder, Step
 from service.spool.framing import SpoolRecord, encode_frame
 from service.spool.store import Spool
@@ -26,7 +26,7 @@ class ScriptedPublisher(KafkaPublisher):
     """Acknowledges at once unless told to hang, fail a given record, or be disconnected."""
 
     def __init__(self) -> None:
-        super().__init__(KafkaSettings(bootstrap_servers="127.0.0.1:9"), ProducerOptions())
+        super().__init__(KafkaSettings(bootstrap_servers="127.0.0.1:9"), ProducerSettings())
         self.up = True
         self.hang = False
         self.fail_values: set[bytes] = set()

@@ -40,6 +40,7 @@ from tenacity import (
 )
 from yarl import URL
 
+from service.config.archiver import DEFAULT_MAX_BYTES
 from service.consumers.archiver.netguard import (
     AddressPolicy,
     DownloadRefused,
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 
     from aiohttp.abc import AbstractResolver
 
-DEFAULT_MAX_BYTES: Final = 50 * 1024 * 1024
 CHUNK_SIZE: Final = 64 * 1024
 USER_AGENT: Final = "music-callback-gateway-archiver/0.1"
 

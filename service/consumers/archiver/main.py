@@ -11,8 +11,10 @@ so the orchestrator restarts it; nothing past the failed event was committed.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import functools
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -29,10 +31,10 @@ from service.consumers.archiver.netguard import AddressPolicy
 from service.consumers.archiver.processor import ArchiveProcessor, ProcessorSettings
 from service.contracts.registry import ARCHIVE_FAILED_V1, ARCHIVED_V1, SchemaRegistry
 from service.kafka.consumer import ConsumerMetrics, ConsumerOptions, StreamConsumer
-from service.kafka.producer import KafkaPublisher, ProducerOptions
-from service.observability.admin import create_admin_app
-from service.runtime import Listener, ShutdownFlag, serve
-from service.storage.base import StorageError
+from service.kafka.producer import KafkaPublisher
+from service.runtime import ShutdownFlag, Worker, run_worker
+from service.storage.base import ObjectStore, StorageError
+from service.storage.factory import store_for
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +54,7 @@ def address_policy(config: ArchiverConfig) -> AddressPolicy:
                          allowed_hosts=config.allowed_hosts)
 
 
-def _log_start(config: ArchiverConfig) -> None:
+def _log_start(config: ArchiverConfig, store: ObjectStore) -> None:
     if config.allow_loopback:
         log.warning("loopback_downloads_allowed",
                     detail="ARCHIVE_ALLOW_LOOPBACK is on: for tests only, never in production")
@@ -61,17 +63,17 @@ def _log_start(config: ArchiverConfig) -> None:
              dead_letter_topic=config.topics.archive_failed, group=config.group_id,
              concurrency=config.concurrency, max_bytes=config.max_bytes,
              max_bytes_video=config.max_bytes_by_role.get("video", config.max_bytes),
-             storage=config.store.uri("task/track/audio").rsplit("/", 3)[0])
+             storage=store.uri("task/track/audio").rsplit("/", 3)[0])
 
 
-def build_processor(config: ArchiverConfig, registry: CollectorRegistry,
+def build_processor(config: ArchiverConfig, registry: CollectorRegistry, *, store: ObjectStore,
                     publisher: KafkaPublisher, session: aiohttp.ClientSession,
                     tmp_dir: Path) -> ArchiveProcessor:
     policy = address_policy(config)
     limits = limits_by_role(download_limits(config), config.max_bytes_by_role)
     schemas = SchemaRegistry.load()
     return ArchiveProcessor(
-        store=config.store,
+        store=store,
         publisher=publisher,
         fetch=downloader(session, limits, policy, attempts=config.retry_attempts,
                          base_delay=config.retry_base_delay_seconds,
@@ -89,6 +91,59 @@ def build_processor(config: ArchiverConfig, registry: CollectorRegistry,
     )
 
 
+async def consume_once_publishing(publisher: KafkaPublisher, consumer: StreamConsumer,
+                                  shutdown: ShutdownFlag) -> None:
+    """Join the group only once a processed event can be reported, then consume."""
+    while not await publisher.wait_connected(1.0):
+        if shutdown.is_set:
+            return
+    await consumer.run(lambda: shutdown.is_set)
+
+
+async def storage_unreachable(store: ObjectStore) -> str | None:
+    """Readiness of the object store."""
+    try:
+        await store.check()
+    except StorageError:
+        return "storage_unreachable"
+    return None
+
+
+@contextlib.asynccontextmanager
+async def archiver_worker(config: ArchiverConfig, registry: CollectorRegistry,
+                          store: ObjectStore, resolver: AbstractResolver | None = None,
+                          ) -> AsyncIterator[Worker]:
+    """The archiver's clients, open for as long as the worker runs, and its consumer loop.
+
+    ``store`` is closed with the others."""
+    publisher = KafkaPublisher(config.kafka, config.producer)
+    with tempfile.TemporaryDirectory(prefix="archiver-") as tmp:
+        session = make_session(address_policy(config), download_limits(config), resolver)
+        try:
+            processor = build_processor(config, registry, store=store, publisher=publisher,
+                                        session=session, tmp_dir=Path(tmp))
+            consumer = StreamConsumer(
+                config.kafka,
+                ConsumerOptions(
+                    topics=(config.topics.events,),
+                    group_id=config.group_id,
+                    max_in_flight=config.concurrency,
+                    shutdown_grace_seconds=config.process.shutdown_timeout_seconds,
+                ),
+                processor,
+                ConsumerMetrics(registry, PREFIX),
+            )
+
+            await publisher.start()
+            yield Worker(work=functools.partial(consume_once_publishing, publisher, consumer),
+                         checks={"consumer": consumer.check, "producer": publisher.check,
+                                 "storage": functools.partial(storage_unreachable, store)})
+        finally:
+            await publisher.stop()
+            await session.close()
+            await store.close()
+
+
 async def run_archiver(
     config: ArchiverConfig,
     *,
@@ -101,76 +156,8 @@ async def run_archiver(
     ``resolver`` replaces the DNS resolver inside the network guard (tests); ``shutdown``
     lets an in-process caller stop it (signal handlers are installed only without it).
     """
-    _log_start(config)
+    store = store_for(config.storage)  # makes no request; a bad S3 prefix stops start-up
+    _log_start(config, store)
     registry = registry if registry is not None else CollectorRegistry()
-    if shutdown is None:
-        shutdown = ShutdownFlag()
-        shutdown.install()
-    flag = shutdown
-    publisher = KafkaPublisher(config.kafka,
-                               ProducerOptions(enable_idempotence=config.enable_idempotence))
-    crashed = False
-    consume_task: asyncio.Task[None] | None = None
-
-    with tempfile.TemporaryDirectory(prefix="archiver-") as tmp:
-        session = make_session(address_policy(config), download_limits(config), resolver)
-        processor = build_processor(config, registry, publisher, session, Path(tmp))
-        consumer = StreamConsumer(
-            config.kafka,
-            ConsumerOptions(
-                topics=(config.topics.events,),
-                group_id=config.group_id,
-                max_in_flight=config.concurrency,
-                shutdown_grace_seconds=config.shutdown_timeout_seconds,
-            ),
-            processor,
-            ConsumerMetrics(registry, PREFIX),
-        )
-
-        async def consume() -> None:
-            nonlocal crashed
-            try:
-                while not await publisher.wait_connected(1.0):
-                    if flag.is_set:
-                        return
-                await consumer.run(lambda: flag.is_set)
-            except Exception:
-                crashed = True
-                log.exception("archiver_stopped_on_failure")
-            finally:
-                flag.event.set()  # the admin listener goes too: the process is done
-
-        async def on_started() -> None:
-            nonlocal consume_task
-            consume_task = asyncio.create_task(consume(), name="archiver-consumer")
-
-        async def readiness() -> str | None:
-            if flag.is_set:
-                return "shutting_down"
-            problem = await consumer.check() or await publisher.check()
-            if problem is not None:
-                return problem
-            try:
-                await config.store.check()
-            except StorageError:
-                return "storage_unreachable"
-            return None
-
-        await publisher.start()
-        try:
-            await serve(
-                [Listener(create_admin_app(registry, readiness), config.admin_host,
-                          config.admin_port, "admin")],
-                shutdown=flag,
-                shutdown_timeout=1.0,
-                on_started=on_started,
-            )
-        finally:
-            flag.event.set()
-            if consume_task is not None:
-                await consume_task  # drains in-flight work and commits what is done
-            await publisher.stop()
-            await session.close()
-            await config.store.close()
-    log.info("archiver_stopped", exit_code=int(crashed))
-    return 1 if crashed else 0
+    return await run_worker("archiver", archiver_worker(config, registry, store, resolver),
+                            process=config.process, registry=registry, shutdown=shutdown)

@@ -8,15 +8,16 @@ event is processed again. It is never dead-lettered: the data is not at fault.
 
 from __future__ import annotations
 
-import random
+import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, TypeVar
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from service.consumers.archiver.metrics import ArchiverMetrics
+from service.retry import Backoff
 from service.storage.base import ObjectMetadata, ObjectStore, StorageError
 
 log = structlog.get_logger(__name__)
@@ -38,7 +39,8 @@ class ArchiveStorage:
                  base_delay: float = STORAGE_BASE_DELAY) -> None:
         self.store = store
         self._metrics = metrics
-        self._base_delay = base_delay
+        # base, 2 x base, 4 x base (uncapped: only STORAGE_ATTEMPTS tries)
+        self._backoff = Backoff(first=base_delay, cap=math.inf)
 
     def uri(self, key: str) -> str:
         return self.store.uri(key)
@@ -50,13 +52,8 @@ class ArchiveStorage:
         """Store ``path`` under ``key``; ``ValueError`` when the store cannot represent it."""
         await self._retried("put", lambda: self.store.put_file(key, path, metadata))
 
-    def _wait(self, state: RetryCallState) -> float:
-        # base, 2 x base, ... each scaled by a jitter in [0.5, 1)
-        delay: float = self._base_delay * 2 ** (state.attempt_number - 1)
-        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
-
     async def _retried(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        retrying = AsyncRetrying(stop=stop_after_attempt(STORAGE_ATTEMPTS), wait=self._wait,
+        retrying = AsyncRetrying(stop=stop_after_attempt(STORAGE_ATTEMPTS), wait=self._backoff,
                                  retry=retry_if_exception_type(StorageError), reraise=True)
         try:
             async for attempt in retrying:

@@ -28,8 +28,8 @@ from service.config.metrics_consumer import MetricsConsumerConfig
 from service.consumers.metrics.exporter import MusicMetrics
 from service.consumers.metrics.processor import MetricsProcessor, StateTables
 from service.kafka.consumer import ConsumerMetrics, ConsumerOptions, StreamConsumer
-from service.observability.admin import create_admin_app
-from service.runtime import Listener, ShutdownFlag, serve
+from service.retry import retry_until_stopped
+from service.runtime import ShutdownFlag, Worker, run_worker
 
 log = structlog.get_logger(__name__)
 
@@ -73,7 +73,7 @@ class MetricsConsumerLoop:
             self._consumer = StreamConsumer(
                 self._config.kafka,
                 ConsumerOptions(topics=subscribed, group_id=self._config.group_id,
-                                shutdown_grace_seconds=self._config.shutdown_timeout_seconds),
+                                shutdown_grace_seconds=self._config.process.shutdown_timeout_seconds),
                 self._processor, self._consumer_metrics,
             )
             watcher = asyncio.create_task(self._watch(missing)) if missing else None
@@ -90,16 +90,10 @@ class MetricsConsumerLoop:
             self._processor.drop_all()
 
     async def _existing_topics(self) -> set[str] | None:
-        delay = 0.5
-        while not self._shutdown.is_set:
-            try:
-                return await self._list_topics()
-            except (KafkaError, OSError) as exc:
-                log.warning("kafka_metadata_failed", error=type(exc).__name__, retry_in_s=delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._shutdown.wait(), delay)
-            delay = min(delay * 2, 10.0)
-        return None
+        """The cluster's topics, retried until the broker answers; None on shutdown."""
+        return await retry_until_stopped(self._list_topics, retry_on=(KafkaError, OSError),
+                                         failure_event="kafka_metadata_failed",
+                                         stopped=lambda: self._shutdown.is_set)
 
     async def _list_topics(self) -> set[str]:
         admin = AIOKafkaAdminClient(**self._config.kafka.client_kwargs())
@@ -123,8 +117,8 @@ class MetricsConsumerLoop:
                 return
 
 
-async def run_metrics(config: MetricsConsumerConfig) -> None:
-    """Serve the admin port and consume until SIGTERM/SIGINT; a processing crash re-raises."""
+async def run_metrics(config: MetricsConsumerConfig) -> int:
+    """Serve the admin port and consume until SIGTERM/SIGINT; the exit code (1: crashed)."""
     registry = CollectorRegistry()
     processor = MetricsProcessor(
         topics=config.topics, metrics=MusicMetrics(registry),
@@ -135,29 +129,7 @@ async def run_metrics(config: MetricsConsumerConfig) -> None:
     shutdown.install()
     loop = MetricsConsumerLoop(config, processor,
                                ConsumerMetrics(registry, CONSUMER_METRICS_PREFIX), shutdown)
-    consumer_task: asyncio.Task[None] | None = None
-
-    async def readiness() -> str | None:
-        if shutdown.is_set:
-            return "shutting_down"
-        return await loop.check()
-
-    async def start_consumer() -> None:
-        nonlocal consumer_task
-        consumer_task = asyncio.create_task(loop.run())
-        # If the consumer stops on its own (a crash), stop serving too: the process
-        # exits non-zero and is restarted from the last committed offsets.
-        consumer_task.add_done_callback(lambda _: shutdown.event.set())
-
-    try:
-        await serve(
-            [Listener(create_admin_app(registry, readiness), config.admin_host,
-                      config.admin_port, "admin")],
-            shutdown=shutdown, shutdown_timeout=config.shutdown_timeout_seconds,
-            on_started=start_consumer,
-        )
-    finally:
-        shutdown.event.set()
-        if consumer_task is not None:
-            await consumer_task  # drains, commits and leaves the group
-
+    # A crash of the loop stops the process (exit 1): it restarts from the committed offsets.
+    worker = Worker(work=lambda _: loop.run(), checks={"consumer": loop.check})
+    return await run_worker("metrics", contextlib.nullcontext(worker), process=config.process,
+                            registry=registry, shutdown=shutdown)

@@ -2,7 +2,8 @@
 
 Start-up: the producer connects in the background; the reconciler rebuilds its state
 from the topics and then polls (``/readyz`` answers 503 ``rebuilding_state`` until
-then). Shutdown (SIGTERM/SIGINT): no new poll starts, running ones get
+then). It runs in the shared worker runtime (``service.runtime.run_worker``).
+Shutdown (SIGTERM/SIGINT): no new poll starts, running ones get
 ``SHUTDOWN_TIMEOUT_SECONDS``, the consumer closes, the producer is flushed. A bug that
 stops the reconciler ends the process with exit code 1 so the orchestrator restarts it;
 the state is rebuilt from the topics.
@@ -10,27 +11,28 @@ the state is rebuilt from the topics.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry
 
-from service.config.kafka import max_record_bytes
+from service.config.kafka import ProducerSettings, max_record_bytes
 from service.config.reconciler import ReconcilerConfig
+from service.config.shared import ProcessSettings
 from service.consumers.reconciler.metrics import ReconcilerMetrics
 from service.consumers.reconciler.provider import RecordInfoClient
 from service.consumers.reconciler.reconciler import Reconciler
 from service.contracts.registry import SchemaRegistry
-from service.kafka.producer import KafkaPublisher, ProducerOptions
-from service.observability.admin import create_admin_app
-from service.runtime import Listener, ShutdownFlag, serve
+from service.kafka.producer import KafkaPublisher
+from service.runtime import ShutdownFlag, Worker, run_worker
 
 log = structlog.get_logger(__name__)
 
 
 def build_publisher(config: ReconcilerConfig) -> KafkaPublisher:
-    return KafkaPublisher(config.kafka, ProducerOptions(
+    return KafkaPublisher(config.kafka, ProducerSettings(
         enable_idempotence=config.enable_idempotence,
         compression_type=config.compression_type,
         max_request_size=max_record_bytes(config.max_answer_bytes),
@@ -56,6 +58,26 @@ def build_reconciler(config: ReconcilerConfig, *, registry: CollectorRegistry,
                       metrics=ReconcilerMetrics(registry))
 
 
+@contextlib.asynccontextmanager
+async def reconciler_worker(config: ReconcilerConfig,
+                            registry: CollectorRegistry) -> AsyncIterator[Worker]:
+    """The producer, the provider session and the reconciler; closed in reverse order."""
+    publisher = build_publisher(config)
+    await publisher.start()
+    session = provider_session(config)
+    try:
+        reconciler = build_reconciler(config, registry=registry, session=session,
+                                      publisher=publisher)
+
+        async def work(shutdown: ShutdownFlag) -> None:
+            await reconciler.run(lambda: shutdown.is_set)
+
+        yield Worker(work=work, checks={"reconciler": reconciler.check})
+    finally:
+        await session.close()
+        await publisher.stop()
+
+
 async def run_reconciler(config: ReconcilerConfig) -> int:
     """Serve the admin port and reconcile until SIGTERM/SIGINT; 1 after a crash."""
     log.info("reconciler_starting", provider=config.provider_base_url,
@@ -64,42 +86,8 @@ async def run_reconciler(config: ReconcilerConfig) -> int:
              horizon_s=config.horizon_seconds, budget_per_s=config.max_requests_per_second,
              max_open_tasks=config.max_open_tasks)
     registry = CollectorRegistry()
-    publisher = build_publisher(config)
-    shutdown = ShutdownFlag()
-    shutdown.install()
-    await publisher.start()
-    session = provider_session(config)
-    reconciler = build_reconciler(config, registry=registry, session=session,
-                                  publisher=publisher)
-    running: asyncio.Task[None] | None = None
-
-    async def readiness() -> str | None:
-        if shutdown.is_set:
-            return "shutting_down"
-        return await reconciler.check()
-
-    async def start() -> None:
-        nonlocal running
-        running = asyncio.create_task(reconciler.run(lambda: shutdown.is_set))
-        # If the reconciler stops on its own (a crash), stop serving too.
-        running.add_done_callback(lambda _: shutdown.event.set())
-
-    crashed = False
-    try:
-        await serve(
-            [Listener(create_admin_app(registry, readiness), config.admin_host,
-                      config.admin_port, "admin")],
-            shutdown=shutdown, shutdown_timeout=config.shutdown_timeout_seconds,
-            on_started=start,
-        )
-    finally:
-        shutdown.event.set()
-        if running is not None:
-            try:
-                await running
-            except Exception:
-                log.exception("reconciler_crashed")
-                crashed = True
-        await session.close()
-        await publisher.stop()
-    return 1 if crashed else 0
+    process = ProcessSettings(admin_port=config.admin_port, admin_host=config.admin_host,
+                              log_level=config.log_level,
+                              shutdown_timeout_seconds=config.shutdown_timeout_seconds)
+    return await run_worker("reconciler", reconciler_worker(config, registry),
+                            process=process, registry=registry)

@@ -16,7 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from service.gateway.security.config import SecurityConfig
+from service.config.security import (
+    IPNetwork,
+    Scheme,
+    SecurityConfig,
+    parse_standard_webhooks_secret,
+)
 from service.gateway.security.ratelimit import RateLimiter, address_key
 from service.gateway.security.signed_url import (
     sign_callback_url,
@@ -28,15 +33,12 @@ from service.gateway.security.verify import (
     REDACTED,
     Failure,
     IPAddress,
-    IPNetwork,
     Ok,
     Reason,
-    Scheme,
     TokenChecker,
     TokenMatch,
     client_address,
     forwarded_for,
-    parse_standard_webhooks_secret,
     provider_signature,
     redact_query,
     source_allowed,

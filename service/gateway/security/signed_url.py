@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote_plus, urlencode, urlsplit, urlunsplit
 
-from service.gateway.security.verify import Failure, Ok, Reason, Scheme
+from service.config.security import Scheme
+from service.gateway.security.verify import Failure, Ok, Reason
 
 REF_PARAM = "ref"
 EXP_PARAM = "exp"

@@ -22,8 +22,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote_plus
 
+from service.config.security import (
+    IPNetwork,
+    Scheme,
+    decode_standard_base64,
+)
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TOKEN_PARAM = "token"  # noqa: S105 - a parameter name, not a secret
 PROVIDER_TIMESTAMP_HEADER = "X-Webhook-Timestamp"
@@ -55,16 +60,6 @@ class Reason(StrEnum):
     STALE_TIMESTAMP = "stale_timestamp"
     TASK_ID_UNREADABLE = "task_id_unreadable"
     SOURCE_NOT_ALLOWED = "source_not_allowed"
-
-
-class Scheme(StrEnum):
-    """The check that produced a result."""
-
-    SOURCE_IP = "source_ip"
-    TOKEN = "token"  # noqa: S105 - a scheme name, not a secret
-    SIGNED_URL = "signed_url"
-    PROVIDER_HMAC = "provider_hmac"
-    STANDARD_WEBHOOKS = "standard_webhooks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +292,7 @@ def verify_standard_webhooks(
             return Failure(scheme, Reason.MALFORMED_SIGNATURE)
         if version != "v1":
             continue
-        decoded = _decode_standard_base64(encoded)
+        decoded = decode_standard_base64(encoded)
         if decoded is None:
             return Failure(scheme, Reason.MALFORMED_SIGNATURE)
         given.append(decoded)
@@ -313,29 +308,6 @@ def verify_standard_webhooks(
     if abs(now - timestamp) > tolerance_seconds:
         return Failure(scheme, Reason.STALE_TIMESTAMP)
     return None
-
-
-def _decode_standard_base64(text: str) -> bytes | None:
-    if not text.isascii():
-        return None
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def parse_standard_webhooks_secret(secret: str) -> bytes:
-    """Decode a ``whsec_<base64>`` secret; ValueError (without the secret) if malformed."""
-    prefix = "whsec_"
-    if not secret.startswith(prefix):
-        raise ValueError("must start with 'whsec_'")
-    encoded = secret[len(prefix):]
-    decoded = _decode_standard_base64(encoded + "=" * (-len(encoded) % 4))
-    if decoded is None:
-        raise ValueError("is not valid base64 after 'whsec_'")
-    if not decoded:
-        raise ValueError("is empty after 'whsec_'")
-    return decoded
 
 
 # --- 5. Source address ------------------------------------------------------------

@@ -1,17 +1,23 @@
 """Callback security settings, read once from the environment; fails closed.
 
-Secret fields are excluded from ``repr`` so the config can be logged.
+Secret fields are excluded from ``repr`` so the config can be logged. The verification
+itself is the gateway's (``service.gateway.security``); the names of the schemes and the
+decoding of Standard Webhooks secrets live here, where the settings are read.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal
 
 from service.config.env import ConfigError, Env
-from service.gateway.security.verify import IPNetwork, Scheme, parse_standard_webhooks_secret
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 AUTH_MODES: tuple[Literal["verify"], Literal["none"]] = ("verify", "none")
 MIN_GENERATED_SECRET_CHARS = 16
@@ -22,6 +28,40 @@ SCHEME_VARIABLES = (
     "STANDARD_WEBHOOKS_SECRETS",
     "ALLOWED_SOURCE_CIDRS",
 )
+
+
+class Scheme(StrEnum):
+    """A way of verifying a callback (also the check that produced a verification result)."""
+
+    SOURCE_IP = "source_ip"
+    TOKEN = "token"  # noqa: S105 - a scheme name, not a secret
+    SIGNED_URL = "signed_url"
+    PROVIDER_HMAC = "provider_hmac"
+    STANDARD_WEBHOOKS = "standard_webhooks"
+
+
+def decode_standard_base64(text: str) -> bytes | None:
+    """Strict standard base64 (the Standard Webhooks form); None when it is not."""
+    if not text.isascii():
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def parse_standard_webhooks_secret(secret: str) -> bytes:
+    """Decode a ``whsec_<base64>`` secret; ValueError (without the secret) if malformed."""
+    prefix = "whsec_"
+    if not secret.startswith(prefix):
+        raise ValueError("must start with 'whsec_'")
+    encoded = secret[len(prefix):]
+    decoded = decode_standard_base64(encoded + "=" * (-len(encoded) % 4))
+    if decoded is None:
+        raise ValueError("is not valid base64 after 'whsec_'")
+    if not decoded:
+        raise ValueError("is empty after 'whsec_'")
+    return decoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +105,9 @@ class SecurityConfig:
 
     @classmethod
     def from_env(cls, env: Env) -> SecurityConfig:
-        auth_mode: Literal["verify", "none"] = (
-            "none" if env.choice("AUTH_MODE", "verify", AUTH_MODES) == "none" else "verify"
-        )
+        defaults = cls()
+        chosen = env.choice("AUTH_MODE", defaults.auth_mode, AUTH_MODES)
+        auth_mode: Literal["verify", "none"] = "none" if chosen == "none" else "verify"
         tokens = _generated_secrets(env, "CALLBACK_TOKENS")
         signing_keys = tuple(
             key.encode("utf-8", "surrogateescape")
@@ -93,16 +133,20 @@ class SecurityConfig:
             url_signing_keys=signing_keys,
             provider_hmac_keys=provider_keys,
             provider_hmac_tolerance_seconds=env.integer(
-                "PROVIDER_HMAC_TOLERANCE_SECONDS", 1800, minimum=1, maximum=86_400
+                "PROVIDER_HMAC_TOLERANCE_SECONDS", defaults.provider_hmac_tolerance_seconds,
+                minimum=1, maximum=86_400
             ),
             standard_webhooks_secrets=webhook_secrets,
             allowed_source_cidrs=allowed,
             trusted_proxy_cidrs=trusted,
-            rate_limit_per_second=_positive_float(env, "RATE_LIMIT_PER_SECOND", 100.0),
-            rate_limit_burst=env.integer("RATE_LIMIT_BURST", 1000, minimum=1),
-            rate_limit_max_keys=env.integer("RATE_LIMIT_MAX_KEYS", 10_000, minimum=1),
-            body_read_timeout_seconds=_positive_float(env, "BODY_READ_TIMEOUT_SECONDS", 10.0),
-            max_in_flight=env.integer("MAX_IN_FLIGHT", 512, minimum=1),
+            rate_limit_per_second=_positive_float(env, "RATE_LIMIT_PER_SECOND",
+                                                  defaults.rate_limit_per_second),
+            rate_limit_burst=env.integer("RATE_LIMIT_BURST", defaults.rate_limit_burst, minimum=1),
+            rate_limit_max_keys=env.integer("RATE_LIMIT_MAX_KEYS", defaults.rate_limit_max_keys,
+                                            minimum=1),
+            body_read_timeout_seconds=_positive_float(env, "BODY_READ_TIMEOUT_SECONDS",
+                                                      defaults.body_read_timeout_seconds),
+            max_in_flight=env.integer("MAX_IN_FLIGHT", defaults.max_in_flight, minimum=1),
         )
 
 
