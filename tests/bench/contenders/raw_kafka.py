@@ -1,0 +1,134 @@
+"""Raw aiokafka, no HTTP: the broker-side ceiling for producing and for consuming.
+
+    python -m tests.bench.contenders.raw_kafka produce BOOTSTRAP TOPIC RECORD_JSON \
+        --duration S [--rate R | --concurrency C]
+    python -m tests.bench.contenders.raw_kafka consume BOOTSTRAP TOPIC COUNT
+
+``produce`` sends the same record the gateway produced (key, value, headers captured from
+its topic) with the gateway's producer settings (acks=all, idempotence, gzip).
+``--concurrency C`` is the closed loop (C coroutines, each ``send_and_wait`` in turn);
+``--rate R`` the open loop (one send due every 1/R s, latency from the time it was due).
+``consume`` reads COUNT records in a fresh group and does nothing with them.
+Both print one JSON line in the load generator's format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import resource
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from tests.bench.stats import rate_since_first, summarize
+
+
+async def produce(args: argparse.Namespace) -> dict[str, Any]:
+    record = orjson.loads(Path(args.record).read_bytes())  # noqa: ASYNC240 - before any I/O
+    key = base64.b64decode(record["key"]) if record["key"] is not None else None
+    value = base64.b64decode(record["value"])
+    headers = [(name, base64.b64decode(v)) for name, v in record["headers"]]
+    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all",
+                                enable_idempotence=True, compression_type=args.compression)
+    await producer.start()
+    latencies: list[float] = []
+    failures = 0
+
+    async def send(due: float) -> None:
+        nonlocal failures
+        try:
+            await producer.send_and_wait(args.topic, value, key=key, headers=headers)
+        except Exception:  # noqa: BLE001 - counted, like a failed HTTP request
+            failures += 1
+            return
+        latencies.append(time.perf_counter() - due)
+
+    started = time.perf_counter()
+    end = started + args.duration
+    try:
+        if args.rate:
+            interval = 1.0 / args.rate
+            pending: set[asyncio.Task[None]] = set()
+            n = 0
+            while (due := started + n * interval) < end:
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.create_task(send(due))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                n += 1
+            if pending:
+                await asyncio.wait(pending, timeout=30)
+        else:
+            async def worker() -> None:
+                while time.perf_counter() < end:
+                    await send(time.perf_counter())
+
+            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        elapsed = time.perf_counter() - started
+    finally:
+        await producer.stop()
+    summary = summarize(
+        [s * 1000 for s in latencies], mode="open" if args.rate else "closed",
+        offered_rate=args.rate or 0.0, connections=args.concurrency, elapsed=elapsed,
+        errors=failures,
+    )
+    summary["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return summary
+
+
+# The service's consumers poll at most 100 records at a time (ConsumerOptions): the same here.
+MAX_RECORDS = 100
+
+
+async def consume(args: argparse.Namespace) -> dict[str, Any]:
+    consumer = AIOKafkaConsumer(args.topic, bootstrap_servers=args.bootstrap,
+                                group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    seen = 0
+    # Timed from the first batch on (group join and the first fetch are not the rate).
+    first: tuple[float, int] | None = None
+    deadline = time.monotonic() + args.timeout
+    try:
+        while seen < args.count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
+            seen += sum(len(records) for records in batch.values())
+            if batch and first is None:
+                first = (time.perf_counter(), seen)
+        finished = time.perf_counter()
+    finally:
+        await consumer.stop()
+    return rate_since_first(seen, first, finished)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    prod = sub.add_parser("produce")
+    prod.add_argument("bootstrap")
+    prod.add_argument("topic")
+    prod.add_argument("record")
+    prod.add_argument("--duration", type=float, required=True)
+    prod.add_argument("--rate", type=float, default=0.0)
+    prod.add_argument("--concurrency", type=int, default=32)
+    prod.add_argument("--compression", default="gzip")
+    cons = sub.add_parser("consume")
+    cons.add_argument("bootstrap")
+    cons.add_argument("topic")
+    cons.add_argument("count", type=int)
+    cons.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    run = produce if args.command == "produce" else consume
+    print(orjson.dumps(asyncio.run(run(args))).decode(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
