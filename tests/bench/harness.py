@@ -60,6 +60,15 @@ from tests.bench.tools import REPO
 DEFAULT_OUT: Final = REPO / ".bench"
 
 
+def start_broker(stack: contextlib.ExitStack) -> str:
+    """The test harness's Kafka broker, stopped with ``stack``; returns its bootstrap."""
+    from tests.harness.kafka_broker import DEFAULT_JVM_OPTIONS, KafkaBroker
+
+    # Full JIT for the broker: the harness's C1-only start-up setting is for tests.
+    options = tuple(o for o in DEFAULT_JVM_OPTIONS if "TieredStopAtLevel" not in o)
+    return stack.enter_context(KafkaBroker(jvm_options=options)).bootstrap_servers
+
+
 def timed(name: str, label: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run one measurement; a failure becomes an ``error`` entry instead of ending the run."""
     started = time.monotonic()
@@ -144,14 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
     args.out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        bootstrap = args.bootstrap
-        if bootstrap is None:
-            from tests.harness.kafka_broker import DEFAULT_JVM_OPTIONS, KafkaBroker
-
-            # Full JIT for the broker: the harness's C1-only start-up setting is for tests.
-            options = tuple(o for o in DEFAULT_JVM_OPTIONS if "TieredStopAtLevel" not in o)
-            bootstrap = stack.enter_context(KafkaBroker(jvm_options=options)).bootstrap_servers
-        report = run(settings, bootstrap, args.out, only, skip)
+        report = run(settings, args.bootstrap or start_broker(stack), args.out, only, skip)
     print(write_outputs(report, args.out), flush=True)
     failed = [row["name"] for row in report["contenders"] if "error" in row]
     failed += [phase for phase in PHASES if "error" in report.get(phase, {})]

@@ -81,6 +81,7 @@ def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
     self_counts: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     packages: Counter[str] = Counter()
+    packages_inclusive: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -95,12 +96,14 @@ def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
         packages[package_of(frames[-1])] += count
         for frame in set(frames):
             inclusive[frame] += count
+        for package in {package_of(frame) for frame in frames}:
+            packages_inclusive[package] += count
 
     def shares(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, count / total) for name, count in counter.most_common(top)]
 
     return {"samples": total, "self": shares(self_counts), "inclusive": shares(inclusive),
-            "packages": shares(packages)}
+            "packages": shares(packages), "packages_inclusive": shares(packages_inclusive)}
 
 
 def package_of(frame: str) -> str:

@@ -4,8 +4,9 @@
         --duration S [--rate R | --concurrency C]
     python -m tests.bench.contenders.raw_kafka consume BOOTSTRAP TOPIC COUNT
 
-``produce`` sends the same record the gateway produced (key, value, headers captured from
-its topic) with the gateway's producer settings (acks=all, idempotence, gzip).
+``produce`` sends the record the gateway produced (value and headers captured from its
+topic; a new key per record) with the gateway's producer settings (acks=all, idempotence,
+gzip).
 ``--concurrency C`` is the closed loop (C coroutines, each ``send_and_wait`` in turn);
 ``--rate R`` the open loop (one send due every 1/R s, latency from the time it was due).
 ``consume`` reads COUNT records in a fresh group and does nothing with them.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import resource
 import time
 import uuid
@@ -31,7 +33,6 @@ from tests.bench.stats import rate_since_first, summarize
 
 async def produce(args: argparse.Namespace) -> dict[str, Any]:
     record = orjson.loads(Path(args.record).read_bytes())  # noqa: ASYNC240 - before any I/O
-    key = base64.b64decode(record["key"]) if record["key"] is not None else None
     value = base64.b64decode(record["value"])
     headers = [(name, base64.b64decode(v)) for name, v in record["headers"]]
     producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all",
@@ -39,9 +40,13 @@ async def produce(args: argparse.Namespace) -> dict[str, Any]:
     await producer.start()
     latencies: list[float] = []
     failures = 0
+    # A new key per record, like the HTTP load's per-request task ids: records spread over
+    # the partitions as real traffic does (one key would serialize them on one partition).
+    keys = itertools.count(time.time_ns())
 
     async def send(due: float) -> None:
         nonlocal failures
+        key = f"{next(keys) % 2**64:016x}".encode()
         try:
             await producer.send_and_wait(args.topic, value, key=key, headers=headers)
         except Exception:  # noqa: BLE001 - counted, like a failed HTTP request
