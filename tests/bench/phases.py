@@ -76,21 +76,40 @@ def measure_memory(ctx: Context, proc: Pinned, url: str, maximum: float) -> dict
             "end_at_s": end[0], "end_rss_mib": end[1], "growth": end[1] / early[1] - 1}
 
 
-def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
-    """Self and inclusive shares of py-spy's collapsed stacks (``frame;frame count``)."""
+def collapsed_stacks(path: Path) -> list[tuple[list[str], int]]:
+    """py-spy's raw output: one ``root;...;leaf count`` line per distinct stack."""
+    stacks = []
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if stack and count_text.isdigit():
+            stacks.append(([frame.strip() for frame in stack.split(";")], int(count_text)))
+    return stacks
+
+
+def write_speedscope(stacks: list[tuple[list[str], int]], path: Path, name: str) -> None:
+    """The same samples in speedscope's file format (open it in speedscope to browse)."""
+    index: dict[str, int] = {}
+    samples = [[index.setdefault(frame, len(index)) for frame in frames]
+               for frames, _ in stacks]
+    weights = [count for _, count in stacks]
+    document = {
+        "$schema": "https://www.speedscope.app/file-format-schema.json",
+        "exporter": "tests/bench/phases.py", "name": name,
+        "shared": {"frames": [{"name": frame} for frame in index]},
+        "profiles": [{"type": "sampled", "name": name, "unit": "none", "startValue": 0,
+                      "endValue": sum(weights), "samples": samples, "weights": weights}],
+    }
+    path.write_bytes(orjson.dumps(document))
+
+
+def summarize_profile(stacks: list[tuple[list[str], int]], top: int = 25) -> dict[str, Any]:
+    """Self and inclusive shares of the samples, by function and by package."""
     self_counts: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     packages: Counter[str] = Counter()
     packages_inclusive: Counter[str] = Counter()
     total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [frame.strip() for frame in stack.split(";")[1:]]  # [0] is the process
-        if not frames:
-            continue
+    for frames, count in stacks:
         total += count
         self_counts[frames[-1]] += count
         packages[package_of(frames[-1])] += count
@@ -145,7 +164,10 @@ def measure_profile(ctx: Context, proc: Pinned, url: str) -> dict[str, Any]:
     proc.alive()
     if done.returncode != 0 or not output.is_file():
         raise BenchError(f"py-spy failed: {done.stdout[-1000:]}{done.stderr[-1000:]}")
-    return {"file": str(output), **summarize_profile(output)}
+    stacks = collapsed_stacks(output)
+    speedscope = output.with_suffix(".speedscope.json")
+    write_speedscope(stacks, speedscope, "gateway under closed-loop load")
+    return {"file": str(output), "speedscope": str(speedscope), **summarize_profile(stacks)}
 
 
 def consumer_messages(admin_port: int, prefix: str) -> int | None:

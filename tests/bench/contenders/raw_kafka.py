@@ -7,8 +7,9 @@
 ``produce`` sends the record the gateway produced (value and headers captured from its
 topic; a new key per record) with the gateway's producer settings (acks=all, idempotence,
 gzip).
-``--concurrency C`` is the closed loop (C coroutines, each ``send_and_wait`` in turn);
-``--rate R`` the open loop (one send due every 1/R s, latency from the time it was due).
+``--concurrency C`` senders (32, like the HTTP load's connections) each ``send_and_wait``
+in turn: as fast as answered (closed loop), or, with ``--rate R``, taking sends due at a
+constant rate, latency counted from the time each was due (open loop).
 ``consume`` reads COUNT records in a fresh group and does nothing with them.
 Both print one JSON line in the load generator's format.
 """
@@ -22,6 +23,7 @@ import itertools
 import resource
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tests.bench.stats import rate_since_first, summarize
+
+DRAIN_SECONDS = 5.0  # open loop: sends still due after the run are dropped past this
 
 
 async def produce(args: argparse.Namespace) -> dict[str, Any]:
@@ -39,52 +43,64 @@ async def produce(args: argparse.Namespace) -> dict[str, Any]:
                                 enable_idempotence=True, compression_type=args.compression)
     await producer.start()
     latencies: list[float] = []
-    failures = 0
+    failures: Counter[str] = Counter()
     # A new key per record, like the HTTP load's per-request task ids: records spread over
     # the partitions as real traffic does (one key would serialize them on one partition).
     keys = itertools.count(time.time_ns())
 
     async def send(due: float) -> None:
-        nonlocal failures
         key = f"{next(keys) % 2**64:016x}".encode()
         try:
             await producer.send_and_wait(args.topic, value, key=key, headers=headers)
-        except Exception:  # noqa: BLE001 - counted, like a failed HTTP request
-            failures += 1
+        except Exception as exc:  # noqa: BLE001 - counted, like a failed HTTP request
+            failures[type(exc).__name__] += 1
             return
         latencies.append(time.perf_counter() - due)
 
     started = time.perf_counter()
     end = started + args.duration
-    try:
-        if args.rate:
-            interval = 1.0 / args.rate
-            pending: set[asyncio.Task[None]] = set()
-            n = 0
-            while (due := started + n * interval) < end:
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                task = asyncio.create_task(send(due))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                n += 1
-            if pending:
-                await asyncio.wait(pending, timeout=30)
-        else:
-            async def worker() -> None:
-                while time.perf_counter() < end:
-                    await send(time.perf_counter())
+    # Like the HTTP load generators: --concurrency senders (connections). Closed loop: each
+    # sends again as soon as it is answered. Open loop: sends are due at a constant rate,
+    # wait for a free sender, and their latency counts from the time they were due.
+    due_times: asyncio.Queue[float | None] = asyncio.Queue()
 
-            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    dropped = 0
+
+    async def sender() -> None:
+        nonlocal dropped
+        if not args.rate:
+            while time.perf_counter() < end:
+                await send(time.perf_counter())
+            return
+        while (due := await due_times.get()) is not None:
+            if time.perf_counter() < end + DRAIN_SECONDS:
+                await send(due)
+            else:
+                dropped += 1
+
+    async def schedule() -> None:
+        n = 0
+        while (due := started + n / args.rate) < end:
+            while due <= time.perf_counter() and due < end:  # every send due by now
+                due_times.put_nowait(due)
+                n += 1
+                due = started + n / args.rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        for _ in range(args.concurrency):
+            due_times.put_nowait(None)
+
+    try:
+        senders = [sender() for _ in range(args.concurrency)]
+        await asyncio.gather(*senders, *([schedule()] if args.rate else []))
         elapsed = time.perf_counter() - started
     finally:
         await producer.stop()
     summary = summarize(
         [s * 1000 for s in latencies], mode="open" if args.rate else "closed",
         offered_rate=args.rate or 0.0, connections=args.concurrency, elapsed=elapsed,
-        errors=failures,
+        errors=sum(failures.values()), dropped=dropped,
     )
+    summary["error_types"] = dict(failures)
     summary["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return summary
 
