@@ -108,7 +108,7 @@ def _spool(args: argparse.Namespace) -> int:
     from service.observability.logging import configure_logging
 
     config = GatewayConfig.from_env()
-    configure_logging(config.process.log_level, process="spool", stream=sys.stderr)
+    configure_logging(config.process.log_level, process="spool", stream=sys.stderr.buffer)
     return asyncio.run(cli.drain(config, give_up_after=args.timeout))
 
 
@@ -126,7 +126,7 @@ def _replay(args: argparse.Namespace) -> int:
             print(f"error: --{name}: expected an RFC 3339 time, got {text!r}", file=sys.stderr)
             return 2
     config = GatewayConfig.from_env()
-    configure_logging(config.process.log_level, process="replay", stream=sys.stderr)
+    configure_logging(config.process.log_level, process="replay", stream=sys.stderr.buffer)
     wanted = ReplayRange(
         partitions=tuple(args.partition) if args.partition else None,
         from_offset=args.from_offset, to_offset=args.to_offset,

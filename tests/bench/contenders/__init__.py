@@ -1,0 +1,1 @@
+"""Standalone programs the gateway is measured against (each started pinned by the harness)."""

@@ -1,0 +1,122 @@
+"""A/B: gateways from different source trees under the same load, in alternating short runs.
+
+    python -m tests.bench.interleave [--rounds 6] [--seconds 8] [--bootstrap HOST:PORT] TREE...
+
+On a shared machine the load from other work drifts by a factor of several within minutes,
+so two figures taken minutes apart say little. Here every gateway (and the bare aiohttp
+ceiling) is started once, pinned to core 0, and they take turns: a short closed-loop run
+each, round after round. Each gateway's figure is the median of its rounds, and the
+ratios are taken within a round before the median.
+
+A TREE is ``.`` (this worktree) or a git revision (``HEAD~3``, a branch, a commit), whose
+``service/`` and ``schemas/`` are exported with ``git archive`` into ``.cache/bench/trees``;
+every gateway runs with this worktree's virtualenv and production defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import replace
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from tests.bench import tools
+from tests.bench.lineup import CEILING, FULL, HTTP_CONTENDERS, Context, launch_gateway
+from tests.bench.load import closed_loop, prepare_tools
+from tests.bench.procs import Pinned
+
+TREES = tools.CACHE / "trees"
+
+
+def source_tree(name: str) -> Path:
+    """``.`` → the worktree; otherwise the revision's service/ and schemas/ (exported once)."""
+    if name == ".":
+        return tools.REPO
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{name}^{{commit}}"],
+                            cwd=tools.REPO, capture_output=True, text=True, check=True)
+    target = TREES / commit.stdout.strip()
+    if not (target / "service").is_dir():
+        archive = subprocess.run(["git", "archive", "--format=tar", commit.stdout.strip(),
+                                  "service", "schemas"], cwd=tools.REPO,
+                                 capture_output=True, check=True)
+        TREES.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(dir=TREES))
+        with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+            tar.extractall(partial, filter="data")
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    return target
+
+
+def run(trees: list[str], rounds: int, seconds: float, bootstrap: str,
+        out: Path) -> dict[str, Any]:
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ctx = Context(bootstrap=bootstrap, out=out, logs=logs, tools=prepare_tools(),
+                  settings=FULL)
+    ceiling = next(c for c in HTTP_CONTENDERS if c.name == CEILING).launch(ctx)
+    launches = {CEILING: ceiling}
+    for tree in trees:
+        launches[tree] = replace(launch_gateway(ctx), cwd=source_tree(tree))
+    rates: dict[str, list[float]] = {name: [] for name in launches}
+    with contextlib.ExitStack() as stack:
+        running = {}
+        for index, (name, launch) in enumerate(launches.items()):
+            proc = stack.enter_context(Pinned(f"ab-{index}", launch.argv, env=launch.env,
+                                              log_dir=logs, cwd=launch.cwd))
+            proc.wait_until(launch.ready)
+            closed_loop(ctx.tools, launch.url, FULL.warmup_s)
+            running[name] = proc
+        for number in range(rounds):
+            for name, launch in launches.items():
+                rates[name].append(closed_loop(ctx.tools, launch.url, seconds)["ok_rate"])
+                running[name].alive()
+            print(f"[interleave] round {number + 1}: "
+                  + ", ".join(f"{name} {values[-1]:,.0f}/s" for name, values in rates.items()),
+                  file=sys.stderr, flush=True)
+    first = trees[0]
+    return {
+        name: {
+            "rates": values,
+            "median": statistics.median(values),
+            "ratio_to_ceiling": statistics.median(
+                v / c for v, c in zip(values, rates[CEILING], strict=True)),
+            "ratio_to_first": statistics.median(
+                v / f for v, f in zip(values, rates[first], strict=True)),
+        }
+        for name, values in rates.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trees", nargs="+", help="'.' or git revisions")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--bootstrap", help="use this running Kafka broker (loopback)")
+    parser.add_argument("--out", type=Path, default=tools.REPO / ".bench" / "interleave")
+    args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        bootstrap = args.bootstrap
+        if bootstrap is None:
+            from tests.bench.harness import start_broker
+
+            bootstrap = start_broker(stack)
+        results = run(args.trees, args.rounds, args.seconds, bootstrap, args.out)
+    print("| gateway source | median 2xx/s | ratio to ceiling | ratio to first |")
+    print("|---|---|---|---|")
+    for name, figures in results.items():
+        print(f"| {name} | {figures['median']:,.0f} | {figures['ratio_to_ceiling']:.3f} "
+              f"| {figures['ratio_to_first']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+module musicgateway/bench/loadgen
+
+go 1.21

@@ -1,0 +1,114 @@
+"""The run's outputs: the table (stdout, README), results.json and the latency chart."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from tests.bench.lineup import CEILING, HALF
+
+PHASES: Final = ("memory", "profile", "consumers")
+
+
+def half_step(row: dict[str, Any]) -> dict[str, Any] | None:
+    return next((s for s in row.get("open", []) if s.get("fraction") == HALF), None)
+
+
+def _ms(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def render_table(report: dict[str, Any]) -> str:
+    rows = report["contenders"]
+    ceiling = next((r["closed"]["ok_rate"] for r in rows
+                    if r["name"] == CEILING and "closed" in r), None)
+    header = ("| contender | 2xx/s | ratio | p50 ms | p99 ms | p99.9 ms | non-2xx | RSS MiB "
+              "| ½-load p99 ms | ½-load p99.9 ms |")
+    lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['label']} | failed: {row['error'].splitlines()[0][:80]} "
+                         "| | | | | | | | |")
+            continue
+        closed = row["closed"]
+        latency = closed["latency_ms"]
+        ratio = f"{closed['ok_rate'] / ceiling:.2f}" if ceiling else "-"
+        half = half_step(row)
+        half_latency = half["latency_ms"] if half else {}
+        lines.append(
+            f"| {row['label']} | {closed['ok_rate']:,.0f} | {ratio} | {_ms(latency['p50'])} "
+            f"| {_ms(latency['p99'])} | {_ms(latency['p99.9'])} "
+            f"| {closed['non_2xx'] + closed['errors']:,} | {row['peak_rss_mib']:.0f} "
+            f"| {_ms(half_latency.get('p99'))} | {_ms(half_latency.get('p99.9'))} |")
+    out = ["\n".join(lines)]
+    memory = report.get("memory")
+    if memory and "error" not in memory:
+        load = memory["load"]["latency_ms"]
+        out.append(
+            f"gateway at half load ({memory['rate']:,.0f}/s offered, open loop, "
+            f"{memory['load']['duration_s']:.0f} s): RSS {memory['early_rss_mib']:.1f} MiB at "
+            f"{memory['early_at_s']:.0f} s, {memory['end_rss_mib']:.1f} MiB at "
+            f"{memory['end_at_s']:.0f} s ({memory['growth']:+.1%}); p50 {_ms(load['p50'])} ms, "
+            f"p99 {_ms(load['p99'])} ms, p99.9 {_ms(load['p99.9'])} ms, "
+            f"non-2xx {memory['load']['non_2xx']}, dropped {memory['load']['dropped']}")
+    consumers = report.get("consumers")
+    if consumers and "error" not in consumers:
+        out.append(
+            f"consumers on {consumers['events']:,} events: raw aiokafka "
+            f"{consumers['raw']['rate']:,.0f}/s; metrics consumer "
+            f"{consumers['metrics']['rate']:,.0f}/s ({consumers['metrics']['ratio_to_raw']:.2f}"
+            f" of raw); archiver (4 downloads + 4 archived records per event, local file "
+            f"server) {consumers['archiver']['rate']:,.0f}/s "
+            f"({consumers['archiver']['ratio_to_raw']:.2f} of raw)")
+    profile = report.get("profile")
+    if profile and "error" not in profile:
+        top = ", ".join(f"{name} {share:.0%}" for name, share in profile["packages"][:8])
+        out.append(f"gateway profile ({profile['samples']} samples, {profile['file']}): "
+                   f"self time by package: {top}")
+    for phase in PHASES:
+        section = report.get(phase)
+        if section and "error" in section:
+            out.append(f"{phase}: failed: {section['error'][:300]}")
+    return "\n\n".join(out)
+
+
+def render_chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(16, 5), sharex=True)
+    for row in report["contenders"]:
+        steps = sorted(row.get("open", []), key=lambda s: s["offered_rate"])
+        if not steps:
+            continue
+        offered = [s["offered_rate"] for s in steps]
+        for axis, key in zip(axes, ("p50", "p99", "p99.9"), strict=True):
+            axis.plot(offered, [s["latency_ms"][key] for s in steps], marker="o",
+                      label=row["label"])
+    for axis, key in zip(axes, ("p50", "p99", "p99.9"), strict=True):
+        axis.set_title(f"{key} latency (open loop, from intended send time)")
+        axis.set_xlabel("offered load (requests/s)")
+        axis.set_ylabel("ms")
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.grid(visible=True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(report["title"], fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_outputs(report: dict[str, Any], out: Path) -> str:
+    """Write results.json and latency.png under ``out``; return the text to print."""
+    (out / "results.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    render_chart(report, out / "latency.png")
+    return (f"{report['title']}\n\n{render_table(report)}\n\n"
+            f"results: {out}/results.json, chart: {out}/latency.png")
