@@ -54,7 +54,7 @@ def _reconciler(_: argparse.Namespace) -> int:
     from service.observability.logging import configure_logging
 
     config = ReconcilerConfig.from_env()
-    configure_logging(config.log_level, process="reconciler")
+    configure_logging(config.process.log_level, process="reconciler")
     return asyncio.run(run_reconciler(config))
 
 

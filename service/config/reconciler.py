@@ -13,8 +13,13 @@ from typing import Final
 
 from service.config.env import ConfigError, Env
 from service.config.gateway import read_timezone
-from service.config.kafka import KafkaSettings, read_compression_type
-from service.config.shared import TopicNames, read_log_level
+from service.config.kafka import (
+    KafkaSettings,
+    ProducerSettings,
+    max_record_bytes,
+    read_max_body_bytes,
+)
+from service.config.shared import ProcessSettings, TopicNames
 
 DEFAULT_ADMIN_PORT: Final = 8084
 BASE_URL_VARIABLE: Final = "PROVIDER_API_BASE_URL"
@@ -72,13 +77,10 @@ class ReconcilerConfig:
     #: Largest record-info answer read (and the record size the topics are made for).
     max_answer_bytes: int = 256 * 1024
     provider_timezone: tzinfo = UTC
-    enable_idempotence: bool = True
-    compression_type: str = "gzip"
     publish_timeout_seconds: float = 10.0
-    admin_host: str = "0.0.0.0"
-    admin_port: int = DEFAULT_ADMIN_PORT
-    log_level: str = "INFO"
-    shutdown_timeout_seconds: float = 10.0
+    producer: ProducerSettings = field(default_factory=ProducerSettings)
+    process: ProcessSettings = field(
+        default_factory=lambda: ProcessSettings(admin_port=DEFAULT_ADMIN_PORT))
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ReconcilerConfig:
@@ -94,6 +96,8 @@ class ReconcilerConfig:
         if after >= horizon:
             raise ConfigError("RECONCILE_AFTER_SECONDS", f"must be less than "
                               f"RECONCILE_HORIZON_SECONDS ({horizon:g}), got {after:g}")
+        # The record-info answer is bounded like a callback body: the same topics carry it.
+        max_answer = read_max_body_bytes(env)
         return cls(
             kafka=kafka,
             topics=TopicNames.from_env(env),
@@ -112,15 +116,10 @@ class ReconcilerConfig:
                                               minimum=0.1, maximum=300.0),
             backoff_max_seconds=env.number("RECONCILE_BACKOFF_MAX_SECONDS", 300.0,
                                           minimum=1.0, maximum=DAY),
-            max_answer_bytes=env.integer("MAX_BODY_BYTES", 256 * 1024, minimum=1024,
-                                     maximum=16 * 1024 * 1024),
+            max_answer_bytes=max_answer,
             provider_timezone=read_timezone(env, "PROVIDER_TIMEZONE"),
-            enable_idempotence=env.flag("KAFKA_ENABLE_IDEMPOTENCE", default=True),
-            compression_type=read_compression_type(env),
             publish_timeout_seconds=env.number("PUBLISH_TIMEOUT_SECONDS", 10.0,
                                               minimum=0.1, maximum=120.0),
-            admin_host=env.text("ADMIN_HOST", "0.0.0.0"),
-            admin_port=env.port("ADMIN_PORT", DEFAULT_ADMIN_PORT),
-            log_level=read_log_level(env),
-            shutdown_timeout_seconds=env.number("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0),
+            producer=ProducerSettings.from_env(env, max_request_size=max_record_bytes(max_answer)),
+            process=ProcessSettings.from_env(env, default_admin_port=DEFAULT_ADMIN_PORT),
         )

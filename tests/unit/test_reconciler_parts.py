@@ -251,7 +251,7 @@ BASE = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
 def test_defaults_are_the_documented_ones() -> None:
     config = ReconcilerConfig.from_env(Env(BASE))
     assert (config.after_seconds, config.poll_interval_seconds, config.horizon_seconds,
-            config.max_requests_per_second, config.max_open_tasks, config.admin_port) == (
+            config.max_requests_per_second, config.max_open_tasks, config.process.admin_port) == (
         600.0, 30.0, 86400.0, 5.0, 100_000, 8084)
     assert config.topics.tasks == "music.tasks.submitted.v1"
     assert "k" * 24 not in repr(config)

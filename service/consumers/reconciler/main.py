@@ -18,9 +18,7 @@ import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry
 
-from service.config.kafka import ProducerSettings, max_record_bytes
 from service.config.reconciler import ReconcilerConfig
-from service.config.shared import ProcessSettings
 from service.consumers.reconciler.metrics import ReconcilerMetrics
 from service.consumers.reconciler.provider import RecordInfoClient
 from service.consumers.reconciler.reconciler import Reconciler
@@ -32,11 +30,7 @@ log = structlog.get_logger(__name__)
 
 
 def build_publisher(config: ReconcilerConfig) -> KafkaPublisher:
-    return KafkaPublisher(config.kafka, ProducerSettings(
-        enable_idempotence=config.enable_idempotence,
-        compression_type=config.compression_type,
-        max_request_size=max_record_bytes(config.max_answer_bytes),
-    ))
+    return KafkaPublisher(config.kafka, config.producer)
 
 
 def provider_session(config: ReconcilerConfig) -> aiohttp.ClientSession:
@@ -86,8 +80,5 @@ async def run_reconciler(config: ReconcilerConfig) -> int:
              horizon_s=config.horizon_seconds, budget_per_s=config.max_requests_per_second,
              max_open_tasks=config.max_open_tasks)
     registry = CollectorRegistry()
-    process = ProcessSettings(admin_port=config.admin_port, admin_host=config.admin_host,
-                              log_level=config.log_level,
-                              shutdown_timeout_seconds=config.shutdown_timeout_seconds)
     return await run_worker("reconciler", reconciler_worker(config, registry),
-                            process=process, registry=registry)
+                            process=config.process, registry=registry)

@@ -284,7 +284,7 @@ class Reconciler:
         if not self._running:
             return
         _, unfinished = await asyncio.wait(set(self._running),
-                                           timeout=self.config.shutdown_timeout_seconds)
+                                           timeout=self.config.process.shutdown_timeout_seconds)
         for running in unfinished:
             running.cancel()
         if unfinished:
