@@ -20,10 +20,11 @@ def _gateway(_: argparse.Namespace) -> int:
     from service.config.gateway import GatewayConfig
     from service.gateway.main import run_gateway
     from service.observability.logging import configure_logging
+    from service.runtime import run_process
 
     config = GatewayConfig.from_env()
     configure_logging(config.process.log_level, process="gateway")
-    asyncio.run(run_gateway(config))
+    run_process(config.process, run_gateway(config))
     return 0
 
 
@@ -32,30 +33,33 @@ def _archiver(_: argparse.Namespace) -> int:
     from service.consumers.archiver.main import run_archiver
     from service.contracts.vocabulary import FILE_ROLES
     from service.observability.logging import configure_logging
+    from service.runtime import run_process
 
     config = ArchiverConfig.from_env(file_roles=FILE_ROLES)
     configure_logging(config.process.log_level, process="archiver")
-    return asyncio.run(run_archiver(config))
+    return run_process(config.process, run_archiver(config))
 
 
 def _metrics(_: argparse.Namespace) -> int:
     from service.config.metrics_consumer import MetricsConsumerConfig
     from service.consumers.metrics.main import run_metrics
     from service.observability.logging import configure_logging
+    from service.runtime import run_process
 
     config = MetricsConsumerConfig.from_env()
     configure_logging(config.process.log_level, process="metrics")
-    return asyncio.run(run_metrics(config))
+    return run_process(config.process, run_metrics(config))
 
 
 def _reconciler(_: argparse.Namespace) -> int:
     from service.config.reconciler import ReconcilerConfig
     from service.consumers.reconciler.main import run_reconciler
     from service.observability.logging import configure_logging
+    from service.runtime import run_process
 
     config = ReconcilerConfig.from_env()
     configure_logging(config.process.log_level, process="reconciler")
-    return asyncio.run(run_reconciler(config))
+    return run_process(config.process, run_reconciler(config))
 
 
 def _topics(args: argparse.Namespace) -> int:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, TypeVar
 
 import structlog
 from aiohttp import web
@@ -30,6 +30,19 @@ log = structlog.get_logger(__name__)
 
 EXIT_OK: Final = 0
 EXIT_CRASHED: Final = 1
+
+T = TypeVar("T")
+
+
+def run_process(settings: ProcessSettings, main: Coroutine[Any, Any, T]) -> T:
+    """Run a process's main coroutine to the end on the configured event loop
+    (``EVENT_LOOP``: uvloop by default, asyncio's own loop on request)."""
+    if settings.event_loop == "uvloop":
+        import uvloop  # noqa: PLC0415 - only when chosen; absent where it cannot be built
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
+    return asyncio.run(main)
 
 
 @dataclass(frozen=True)

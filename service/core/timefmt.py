@@ -9,19 +9,15 @@ from typing import Final
 # is the year 5138, 1e11 milliseconds is 1973, so the two ranges cannot be confused
 # for any plausible creation time.
 _MILLIS_THRESHOLD: Final = 100_000_000_000
-_PROVIDER_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 
 
 def rfc3339(moment: datetime) -> str:
     """``2025-01-01T00:00:00.123456Z``: UTC, microseconds only when non-zero."""
-    utc = moment.astimezone(UTC)
-    # Formatted by hand: strftime("%Y") does not pad years before 1000 (RFC 3339 needs
-    # four digits), and this is on every request's path.
-    text = (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}"
-            f"T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}"
-    return text + "Z"
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    # isoformat, not strftime: strftime("%Y") does not pad years before 1000 (RFC 3339
+    # needs four digits); isoformat pads, leaves out zero microseconds, and is C (this is
+    # on every request's path).
+    return utc.replace(tzinfo=None).isoformat() + "Z"
 
 
 def epoch_seconds(value: object) -> float | None:
@@ -52,12 +48,16 @@ def parse_create_time(value: object, provider_tz: tzinfo) -> str | None:
         return None
     if text.isdigit():
         return _from_epoch(float(text))
-    try:
-        parsed = datetime.strptime(text, _PROVIDER_FORMAT).replace(tzinfo=provider_tz)
-    except ValueError:
-        moment = _parse_iso(text, provider_tz)
-        return None if moment is None else rfc3339(moment)
-    return rfc3339(parsed)
+    # The provider's "2025-01-01 00:00:00" is ISO 8601 with a space for the T, which
+    # fromisoformat reads (in C, twenty times faster than strptime); a zone-less time is
+    # read in the provider's zone.
+    moment = _parse_iso(text, provider_tz)
+    if moment is None:  # unpadded fields ("2025-1-1 0:00:00"), which only strptime reads
+        try:
+            moment = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=provider_tz)
+        except ValueError:
+            return None
+    return rfc3339(moment)
 
 
 def _parse_iso(text: str, default_tz: tzinfo) -> datetime | None:

@@ -52,14 +52,13 @@ async def receive_callback(request: web.Request, kind: CallbackKind) -> web.Resp
     """The pipeline every kind shares. A refusal (size, time, verification, rate) raises
     before anything reaches a topic; the error middleware answers it."""
     config = request.app[CONFIG_KEY]
-    structlog.contextvars.bind_contextvars(kind=kind.name)
+    traceparent, trace_id = start_or_continue(request.headers.get("traceparent"),
+                                              request.headers.get("tracestate"))
+    structlog.contextvars.bind_contextvars(kind=kind.name, trace_id=trace_id)
     body = await read_body(request, config.max_body_bytes,
                            config.security.body_read_timeout_seconds)
     decoded = decode(body, kind)
     verified = request.app[GUARD_KEY].verify(request, body, decoded.task_id)
-    traceparent, trace_id = start_or_continue(request.headers.get("traceparent"),
-                                              request.headers.get("tracestate"))
-    structlog.contextvars.bind_contextvars(trace_id=trace_id)
     outcome = await request.app[INGEST_KEY].accept(
         kind, body, decoded, content_type=request.content_type,
         task_ref=verified.task_ref, traceparent=traceparent)

@@ -98,7 +98,7 @@ class CallbackIngest:
         )
         if isinstance(sent, Outcome):
             return sent
-        self._metrics.events.labels(event.kind, event.stage).inc()
+        self._metrics.child(self._metrics.events, event.kind, event.stage).inc()
         return Outcome(200, {"status": "received", "event_id": event.event_id, **_spooled(sent)})
 
     async def _reject(
@@ -153,7 +153,8 @@ class CallbackIngest:
             self._metrics.spooled.labels(role).inc()
             structlog.contextvars.bind_contextvars(spooled=True)
         else:
-            self._metrics.publish_duration.labels(role).observe(time.perf_counter() - started)
+            self._metrics.child(self._metrics.publish_duration, role).observe(
+                time.perf_counter() - started)
         return ack
 
 

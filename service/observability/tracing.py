@@ -24,7 +24,7 @@ Consumers (inside the per-message task, whose context is its own)::
 
 from __future__ import annotations
 
-import secrets
+import random
 from collections.abc import Iterable, Mapping
 from typing import Final
 
@@ -37,6 +37,7 @@ from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
     TraceFlags,
+    format_span_id,
     format_trace_id,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -72,10 +73,15 @@ def start_or_continue(traceparent: str | None, tracestate: str | None = None,
     a new span id for this hop. Anything else (absent, malformed, all-zero ids)
     starts a new trace with random ids, sampled like an SDK's default sampler.
     """
-    carrier = {TRACEPARENT: traceparent} if traceparent else {}
-    if carrier and tracestate:
+    if not traceparent:
+        # The common case (the provider sends no trace context), on every request's path:
+        # the header the propagator would write, without building a context to write it.
+        trace_id = format_trace_id(_random_id(128))
+        return f"00-{trace_id}-{format_span_id(_random_id(64))}-01", trace_id
+    carrier = {TRACEPARENT: traceparent}
+    if tracestate:
         carrier["tracestate"] = tracestate
-    parent = remote_span_context(extract_context(carrier)) if carrier else None
+    parent = remote_span_context(extract_context(carrier))
     if parent is not None:
         span_context = SpanContext(
             trace_id=parent.trace_id, span_id=_random_id(64), is_remote=False,
@@ -132,6 +138,8 @@ def bind_trace_from_kafka(headers: Iterable[tuple[str, bytes | None]] | None) ->
 def _random_id(bits: int) -> int:
     invalid = INVALID_TRACE_ID if bits == 128 else INVALID_SPAN_ID
     while True:
-        value = secrets.randbits(bits)
+        # Not secrets: ids need to be unique, not unpredictable (the OpenTelemetry SDK's
+        # generator uses random too), and secrets costs a system call per id.
+        value = random.getrandbits(bits)
         if value != invalid:
             return value

@@ -10,7 +10,9 @@ ratios are taken within a round before the median.
 
 A TREE is ``.`` (this worktree) or a git revision (``HEAD~3``, a branch, a commit), whose
 ``service/`` and ``schemas/`` are exported with ``git archive`` into ``.cache/bench/trees``;
-every gateway runs with this worktree's virtualenv and production defaults.
+every gateway runs with this worktree's virtualenv and production defaults, unless the
+TREE names settings to change after a colon (``.:KAFKA_COMPRESSION_TYPE=zstd,LINGER=1``):
+the same tree can be compared with itself under other settings.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def run(trees: list[str], rounds: int, seconds: float, bootstrap: str,
     ceiling = next(c for c in HTTP_CONTENDERS if c.name == CEILING).launch(ctx)
     launches = {CEILING: ceiling}
     for tree in trees:
-        launches[tree] = replace(launch_gateway(ctx), cwd=source_tree(tree))
+        source, _, settings = tree.partition(":")
+        overrides = dict(item.split("=", 1) for item in settings.split(",") if item)
+        launches[tree] = replace(launch_gateway(ctx, **overrides), cwd=source_tree(source))
     rates: dict[str, list[float]] = {name: [] for name in launches}
     with contextlib.ExitStack() as stack:
         running = {}
@@ -98,7 +102,8 @@ def run(trees: list[str], rounds: int, seconds: float, bootstrap: str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("trees", nargs="+", help="'.' or git revisions")
+    parser.add_argument("trees", nargs="+",
+                        help="'.' or git revisions, each optionally ':NAME=VALUE,...'")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--bootstrap", help="use this running Kafka broker (loopback)")

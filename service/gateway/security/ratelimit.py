@@ -11,6 +11,7 @@ Not thread-safe; meant for one asyncio event loop.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import time
@@ -87,6 +88,7 @@ class RateLimiter:
             self._buckets.popitem(last=False)
 
 
+@functools.lru_cache(maxsize=4096)  # the same few sources on every request
 def address_key(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """Rate-limit key for a client address: IPv4 as is, IPv6 by its /64.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -313,6 +314,9 @@ def verify_standard_webhooks(
 # --- 5. Source address ------------------------------------------------------------
 
 
+# Cached: each request parses its peer's address (and the rate limiter keys by it), and
+# ipaddress objects are slow to build; bounded, so arbitrary peers cannot grow it.
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str | None) -> IPAddress | None:
     """An IP from a peer or forwarded hop (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``).
 
