@@ -23,7 +23,7 @@ from service.contracts.registry import SchemaRegistry
 from service.core.kinds import KINDS, CallbackKind
 from service.core.normalize import decode
 from service.gateway.guard import Guard, make_guard_middleware
-from service.gateway.http import Handler, make_request_middleware, read_body
+from service.gateway.http import Handler, json_answer, make_request_middleware, read_body
 from service.gateway.ingest import CallbackIngest
 from service.gateway.metrics import GatewayMetrics
 from service.gateway.tasks import ROUTE as TASKS_ROUTE
@@ -62,7 +62,7 @@ async def receive_callback(request: web.Request, kind: CallbackKind) -> web.Resp
     outcome = await request.app[INGEST_KEY].accept(
         kind, body, decoded, content_type=request.content_type,
         task_ref=verified.task_ref, traceparent=traceparent)
-    return web.json_response(outcome.body, status=outcome.status, headers=outcome.headers)
+    return json_answer(outcome.body, status=outcome.status, headers=outcome.headers)
 
 
 async def receive_task(request: web.Request) -> web.Response:
@@ -77,7 +77,7 @@ async def receive_task(request: web.Request) -> web.Response:
     structlog.contextvars.bind_contextvars(trace_id=trace_id)
     outcome = await request.app[TASKS_KEY].accept(task, task_ref=verified.task_ref,
                                                   traceparent=traceparent)
-    return web.json_response(outcome.body, status=outcome.status, headers=outcome.headers)
+    return json_answer(outcome.body, status=outcome.status, headers=outcome.headers)
 
 
 def callback_handler(kind: CallbackKind) -> Handler:

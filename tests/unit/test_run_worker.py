@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
@@ -20,6 +21,7 @@ from service.runtime import (
     ShutdownFlag,
     Worker,
     admin_listener,
+    run_process,
     run_worker,
 )
 from tests.harness.loopback import free_port
@@ -169,3 +171,14 @@ async def test_while_the_work_drains_the_admin_port_says_alive_but_not_ready() -
     assert await rig.get("/healthz") == (200, {"status": "ok"})  # no restart mid-drain
     release.set()
     assert await asyncio.wait_for(running, 10) == EXIT_OK
+
+
+@pytest.mark.parametrize(("event_loop", "module"), [("uvloop", "uvloop"),
+                                                    ("asyncio", "asyncio.unix_events")])
+def test_a_process_runs_on_the_event_loop_it_is_configured_with(event_loop: str,
+                                                                 module: str) -> None:
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    settings = ProcessSettings(admin_port=0, event_loop=event_loop)
+    assert run_process(settings, loop_module()) == module

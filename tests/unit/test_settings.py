@@ -66,15 +66,23 @@ def test_every_process_reads_the_shared_process_settings(process: str) -> None:
     assert read(process, EVENTS_TOPIC="events.x").topics.events == "events.x"
     with pytest.raises(ConfigError, match=r"^LOG_LEVEL: "):
         read(process, LOG_LEVEL="LOUD")
+    assert defaults.event_loop == "uvloop"
+    assert read(process, EVENT_LOOP="asyncio").process.event_loop == "asyncio"
+    with pytest.raises(ConfigError, match=r"^EVENT_LOOP: "):
+        read(process, EVENT_LOOP="trio")
 
 
 @pytest.mark.parametrize("process", PUBLISHERS)
 def test_every_publishing_process_honours_the_producer_variables(process: str) -> None:
     defaults = read(process).producer
-    assert (defaults.enable_idempotence, defaults.compression_type) == (True, "gzip")
-    given = read(process, KAFKA_ENABLE_IDEMPOTENCE="false", KAFKA_COMPRESSION_TYPE="zstd")
-    assert (given.producer.enable_idempotence, given.producer.compression_type) == (
-        False, "zstd")
+    assert (defaults.enable_idempotence, defaults.compression_type,
+            defaults.linger_ms) == (True, "zstd", 0)
+    given = read(process, KAFKA_ENABLE_IDEMPOTENCE="false", KAFKA_COMPRESSION_TYPE="gzip",
+                 KAFKA_LINGER_MS="5")
+    assert (given.producer.enable_idempotence, given.producer.compression_type,
+            given.producer.linger_ms) == (False, "gzip", 5)
+    with pytest.raises(ConfigError, match=r"^KAFKA_LINGER_MS: "):
+        read(process, KAFKA_LINGER_MS="-1")
     with pytest.raises(ConfigError, match=r"^KAFKA_COMPRESSION_TYPE: "):
         read(process, KAFKA_COMPRESSION_TYPE="brotli")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -27,3 +27,19 @@ def test_an_epoch_before_year_1000_still_matches_the_schema() -> None:
     created = parse_create_time(-30610224001, UTC)  # found by hypothesis: year 999
     assert created is not None
     assert TIMESTAMP.match(created)
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("2025-01-01 08:00:00", "2025-01-01T00:00:00Z"),  # the provider's form, in its zone
+    ("2025-1-1 8:00:00", "2025-01-01T00:00:00Z"),  # unpadded: not ISO 8601, still read
+    ("2025-01-01T08:00:00", "2025-01-01T00:00:00Z"),
+    ("2025-01-01T08:00:00+08:00", "2025-01-01T00:00:00Z"),  # its own zone wins
+    ("2025-01-01T00:00:00.5Z", "2025-01-01T00:00:00.500000Z"),
+    (1735689600000, "2025-01-01T00:00:00Z"),  # epoch milliseconds
+    ("1735689600", "2025-01-01T00:00:00Z"),  # epoch seconds as digits
+    ("yesterday", None),
+    ("2025-13-01 00:00:00", None),
+    ("", None),
+])
+def test_create_time_forms_in_the_provider_zone(given: object, expected: str | None) -> None:
+    assert parse_create_time(given, timezone(timedelta(hours=8))) == expected

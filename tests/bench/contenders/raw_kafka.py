@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from service.config.kafka import ProducerSettings
 from tests.bench.stats import rate_since_first, summarize
 
 DRAIN_SECONDS = 5.0  # open loop: sends still due after the run are dropped past this
@@ -140,7 +141,8 @@ def main() -> None:
     prod.add_argument("--duration", type=float, required=True)
     prod.add_argument("--rate", type=float, default=0.0)
     prod.add_argument("--concurrency", type=int, default=32)
-    prod.add_argument("--compression", default="gzip")
+    # The gateway's own default, so the raw producer sends what the gateway would.
+    prod.add_argument("--compression", default=ProducerSettings.compression_type)
     cons = sub.add_parser("consume")
     cons.add_argument("bootstrap")
     cons.add_argument("topic")
