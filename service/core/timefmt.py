@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, tzinfo
 from typing import Final
 
@@ -30,6 +31,14 @@ def epoch_seconds(value: object) -> float | None:
 
 
 def parse_create_time(value: object, provider_tz: tzinfo) -> str | None:
+    """See :func:`_parse_create_time`; the common scalar forms are cached (the tracks
+    of one task, and its stages, carry the same few creation times)."""
+    if type(value) in _CACHEABLE:
+        return _parse_create_time_cached(value, provider_tz)
+    return _parse_create_time(value, provider_tz)
+
+
+def _parse_create_time(value: object, provider_tz: tzinfo) -> str | None:
     """The provider's ``createTime`` in any known form, as RFC 3339 UTC, or None.
 
     Known forms: ``"2025-01-01 00:00:00"`` (no zone: read in the provider's zone),
@@ -58,6 +67,10 @@ def parse_create_time(value: object, provider_tz: tzinfo) -> str | None:
         except ValueError:
             return None
     return rfc3339(moment)
+
+
+_CACHEABLE: Final = (str, int)
+_parse_create_time_cached = functools.lru_cache(maxsize=1024)(_parse_create_time)
 
 
 def _parse_iso(text: str, default_tz: tzinfo) -> datetime | None:

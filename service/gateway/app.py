@@ -128,6 +128,8 @@ def create_app(
     metrics = GatewayMetrics(registry)
     publisher = publisher if publisher is not None else build_publisher(config)
     guard = Guard(config.security, metrics)
+    # Read at scrape time from the guard's own count: no gauge update on every request.
+    metrics.in_flight.set_function(lambda: guard.in_flight)
     app = web.Application(
         middlewares=[make_request_middleware(metrics), make_guard_middleware(guard)],
         client_max_size=config.max_body_bytes + 1,

@@ -112,11 +112,7 @@ def make_request_middleware(metrics: GatewayMetrics) -> Any:
         route = request.match_info.route.resource.canonical if (
             request.match_info.route.resource is not None) else "unmatched"
         started = time.perf_counter()
-        metrics.in_flight.inc()
-        try:
-            response = await _json_errors(request, handler)
-        finally:
-            metrics.in_flight.dec()
+        response = await _json_errors(request, handler)
         elapsed = time.perf_counter() - started
         response.headers[_REQUEST_ID_HEADER] = request_id
         metrics.answered(route, response.status, elapsed)

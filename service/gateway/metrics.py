@@ -25,7 +25,8 @@ class GatewayMetrics:
             ["route"], buckets=_LATENCY_BUCKETS, registry=registry,
         )
         self.in_flight = Gauge(
-            "gateway_in_flight_requests", "Callback requests being handled now.",
+            "gateway_in_flight_requests",
+            "Callback requests being handled now (past the source checks, up to MAX_IN_FLIGHT).",
             registry=registry,
         )
         self.publish_duration = Histogram(
