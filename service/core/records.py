@@ -50,7 +50,8 @@ def cloudevent_headers(event: CallbackEvent, *, dataschema: str) -> Headers:
               else callback_route(event.kind))
     return envelope_headers(ce_id=event.event_id, source=source,
                             ce_type=event_type(event.kind, event.stage),
-                            time=event.data["received_at"],  # rfc3339(event.received_at)
+                            # the text already in the event (built from received_at)
+                            time=event.data.get("received_at") or event.received_at,
                             subject=event.task_id, dataschema=dataschema)
 
 
