@@ -24,7 +24,7 @@ from service.core.kinds import KINDS, CallbackKind
 from service.core.normalize import decode
 from service.gateway.guard import Guard, make_guard_middleware
 from service.gateway.http import Handler, json_answer, make_request_middleware, read_body
-from service.gateway.ingest import CallbackIngest
+from service.gateway.ingest import CallbackIngest, DurableSender
 from service.gateway.metrics import GatewayMetrics
 from service.gateway.tasks import ROUTE as TASKS_ROUTE
 from service.gateway.tasks import TaskIntake, read_task, task_id_of
@@ -152,8 +152,9 @@ def create_app(
     app[INGEST_KEY] = CallbackIngest(
         config=config, schemas=schemas, publisher=durable, metrics=metrics,
     )
-    app[TASKS_KEY] = TaskIntake(config=config, schemas=schemas, publisher=publisher,
-                                metrics=metrics)
+    app[TASKS_KEY] = TaskIntake(
+        config=config, schemas=schemas,
+        sender=DurableSender(durable, metrics, retry_after=config.publish_timeout_seconds))
     app.cleanup_ctx.append(_publisher_ctx)
     app.cleanup_ctx.append(_spool_ctx)
     for kind in KINDS:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import structlog
@@ -55,11 +55,11 @@ class CallbackIngest:
     ) -> None:
         self._config = config
         self._schemas = schemas
-        self._publisher = publisher
         self._metrics = metrics
         self._clock = clock
         self._dataschema = schemas.schema_id(EVENT_V1)
-        self._retry_after = str(max(1, math.ceil(config.publish_timeout_seconds)))
+        self._sender = DurableSender(publisher, metrics,
+                                     retry_after=config.publish_timeout_seconds)
 
     async def accept(
         self,
@@ -92,14 +92,14 @@ class CallbackIngest:
             task_id=event.task_id, event_id=event.event_id, stage=event.stage,
         )
         headers = cloudevent_headers(event, dataschema=self._dataschema) + trace
-        sent = await self._send(
+        sent = await self._sender.send(
             "events", self._config.topics.events, key=event.task_id.encode(),
             value=orjson.dumps(event.data), headers=headers,
         )
         if isinstance(sent, Outcome):
             return sent
         self._metrics.child(self._metrics.events, event.kind, event.stage).inc()
-        return Outcome(200, {"status": "received", "event_id": event.event_id, **_spooled(sent)})
+        return Outcome(200, {"status": "received", "event_id": event.event_id, **spooled(sent)})
 
     async def _reject(
         self, kind: CallbackKind, rejection: Rejection, body: bytes, *, received_at: datetime,
@@ -112,7 +112,7 @@ class CallbackIngest:
         value = rejected_value(
             rejection, body, received_at=received_at, content_type=content_type, kind=kind.name,
         )
-        sent = await self._send(
+        sent = await self._sender.send(
             "rejected", self._config.topics.rejected,
             key=rejection.task_id.encode() if rejection.task_id else None,
             value=orjson.dumps(value),
@@ -127,37 +127,54 @@ class CallbackIngest:
             "message": "the callback was not accepted; it is kept on the rejected topic",
             "errors": value["errors"],
             "kept": True,
-            **_spooled(sent),
+            **spooled(sent),
         })
 
-    async def _send(
+class DurableSender:
+    """Publish one record through the durable publisher and account for it: the Ack, or
+    the 503 answer (with ``Retry-After``) when neither the broker nor the spool kept it.
+    Shared by everything the callback port accepts (callbacks, rejected bodies, tasks)."""
+
+    def __init__(self, publisher: DurablePublisher, metrics: GatewayMetrics, *,
+                 retry_after: float) -> None:
+        self.publisher = publisher
+        self._metrics = metrics
+        self._retry_after = str(max(1, math.ceil(retry_after)))
+
+    async def send(
         self, role: str, topic: str, *, key: bytes | None, value: bytes, headers: Headers,
     ) -> Ack | Outcome:
+        """``role`` names the topic in metrics (events, rejected, tasks)."""
+        metrics = self._metrics
         started = time.perf_counter()
         try:
-            ack = await self._publisher.publish(topic, key=key, value=value, headers=headers)
+            ack = await self.publisher.publish(topic, key=key, value=value, headers=headers)
         except PublishError as exc:
-            self._metrics.publish_failures.labels(role, exc.reason).inc()
+            metrics.child(metrics.publish_failures, role, exc.reason).inc()
             structlog.contextvars.bind_contextvars(publish_error=exc.reason)
             kept_by = "the spool" if exc.reason.startswith("spool") else "the broker"
             return Outcome(
                 503,
                 {"error": exc.reason,
-                 "message": f"{kept_by} could not keep the callback; retry later"},
+                 "message": f"{kept_by} could not keep the {_NOUNS.get(role, 'callback')}; "
+                            "retry later"},
                 {"Retry-After": self._retry_after},
             )
         if ack.broker_failure is not None:
-            self._metrics.publish_failures.labels(role, ack.broker_failure).inc()
+            metrics.child(metrics.publish_failures, role, ack.broker_failure).inc()
             structlog.contextvars.bind_contextvars(publish_error=ack.broker_failure)
         if ack.spooled:
-            self._metrics.spooled.labels(role).inc()
+            metrics.child(metrics.spooled, role).inc()
             structlog.contextvars.bind_contextvars(spooled=True)
         else:
-            self._metrics.child(self._metrics.publish_duration, role).observe(
+            metrics.child(metrics.publish_duration, role).observe(
                 time.perf_counter() - started)
         return ack
 
 
-def _spooled(ack: Ack) -> dict[str, bool]:
+_NOUNS: Final = {"tasks": "task"}
+
+
+def spooled(ack: Ack) -> dict[str, bool]:
     """``"spooled": true`` in the answer when the spool (not yet the broker) has the record."""
     return {"spooled": True} if ack.spooled else {}

@@ -3,19 +3,18 @@ reconciler (for services that prefer HTTP to producing the record themselves).
 
 The body is ``{task_id, kind, submitted_at?, task_ref?}``
 (``schemas/music.tasks.submitted.v1.schema.json``). The same guard as the callbacks
-verifies the caller; the record is written with acks=all and 200 is answered only
-after the broker acknowledged it (503 with ``Retry-After`` otherwise, so the caller
-retries). A body that is not a valid task is answered 400 and not kept: it is the
-caller's own request, not a callback that would be lost. The record's value is the
-task with ``submitted_at`` filled in (the time the gateway received it when absent) and
-``task_ref`` from the body, else from the per-task signed URL it came through.
+verifies the caller; the record goes the callbacks' way (``DurableSender``): 200 once
+the broker acknowledged it or the spool fsynced it (``"spooled": true``), 503 with
+``Retry-After`` when neither could, so the caller retries. A body that is not a valid
+task is answered 400 and not kept: it is the caller's own request, not a callback that
+would be lost. The record's value is the task with ``submitted_at`` filled in (the time
+the gateway received it when absent) and ``task_ref`` from the body, else from the
+per-task signed URL it came through.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,9 +27,7 @@ from service.config.gateway import GatewayConfig
 from service.contracts.registry import TASKS_V1, SchemaError, SchemaRegistry
 from service.core.records import envelope_headers
 from service.core.timefmt import rfc3339
-from service.gateway.ingest import Outcome, utc_now
-from service.gateway.metrics import GatewayMetrics
-from service.kafka.producer import KafkaPublisher, PublishError
+from service.gateway.ingest import DurableSender, Outcome, spooled, utc_now
 from service.observability.tracing import kafka_header
 
 ROUTE: Final = "/tasks"
@@ -69,15 +66,13 @@ def task_id_of(task: Task | NotATask) -> str | None:
 
 
 class TaskIntake:
-    def __init__(self, *, config: GatewayConfig, schemas: SchemaRegistry, publisher: KafkaPublisher,
-                 metrics: GatewayMetrics, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, *, config: GatewayConfig, schemas: SchemaRegistry,
+                 sender: DurableSender, clock: Callable[[], datetime] = utc_now) -> None:
         self._config = config
-        self._publisher = publisher
-        self._metrics = metrics
+        self._sender = sender
         self._clock = clock
         self.schemas = schemas
         self._dataschema = schemas.schema_id(TASKS_V1)
-        self._retry_after = str(max(1, math.ceil(config.publish_timeout_seconds)))
 
     async def accept(self, task: Task | NotATask, *, task_ref: str | None,
                      traceparent: str | None) -> Outcome:
@@ -99,16 +94,8 @@ class TaskIntake:
             time=received_at, subject=task_id, dataschema=self._dataschema)
         if traceparent is not None:
             headers.append(kafka_header(traceparent))
-        started = time.perf_counter()
-        try:
-            await self._publisher.publish(
-                self._config.topics.tasks, key=task_id.encode(), value=payload,
-                headers=headers, deadline=self._config.publish_timeout_seconds)
-        except PublishError as exc:
-            self._metrics.publish_failures.labels("tasks", exc.reason).inc()
-            structlog.contextvars.bind_contextvars(publish_error=exc.reason)
-            return Outcome(503, {"error": exc.reason,
-                                 "message": "the broker did not acknowledge the task; retry"},
-                           {"Retry-After": self._retry_after})
-        self._metrics.publish_duration.labels("tasks").observe(time.perf_counter() - started)
-        return Outcome(200, {"status": "accepted", "task_id": task_id})
+        sent = await self._sender.send("tasks", self._config.topics.tasks,
+                                       key=task_id.encode(), value=payload, headers=headers)
+        if isinstance(sent, Outcome):
+            return sent
+        return Outcome(200, {"status": "accepted", "task_id": task_id, **spooled(sent)})

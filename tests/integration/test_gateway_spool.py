@@ -236,3 +236,30 @@ def _moment(text: str) -> Any:
     from datetime import datetime
 
     return datetime.fromisoformat(text)
+
+
+async def test_a_task_submitted_while_the_broker_is_stalled_is_spooled_then_forwarded(
+    aiohttp_client: ClientFactory, kafka_broker_factory: Any, tmp_path: Path,
+) -> None:
+    """``POST /tasks`` goes the callbacks' way: the spool keeps what the broker cannot."""
+    broker: KafkaBroker = kafka_broker_factory()
+    env = gateway_env(broker.bootstrap_servers, PUBLISH_TIMEOUT_SECONDS="2",
+                      SPOOL_AFTER_SECONDS="0.5", SPOOL_DIR=str(tmp_path / "spool"))
+    await ensure_topics(gateway_config(env).kafka, project_topics(Env(env)))
+    client, app, registry = await start(aiohttp_client, env)
+    assert await app[PUBLISHER_KEY].wait_connected(20)
+    broker.pause()
+    try:
+        response = await client.post("/tasks", json={"task_id": "stalled-task", "kind": "wav"})
+        assert (response.status, await response.json()) == (
+            200, {"status": "accepted", "task_id": "stalled-task", "spooled": True})
+        assert metric(registry, "gateway_spooled_answers_total", topic="tasks") == 1
+    finally:
+        broker.resume()
+    records = await read_records(broker.bootstrap_servers, env["TASKS_TOPIC"], expect=1)
+    # The producer may still deliver its own copy late: a duplicate, byte for byte.
+    assert {(r.key, r.value, tuple(r.headers)) for r in records} == {
+        (records[0].key, records[0].value, tuple(records[0].headers))}
+    assert (records[0].key, orjson.loads(records[0].value or b"{}")["kind"]) == (
+        b"stalled-task", "wav")
+    assert headers_of(records[0])["ce_type"] == "music.task.submitted"
