@@ -136,7 +136,8 @@ async def test_saturation_pauses_fetching_within_the_in_flight_bound(
 
     async def watch_paused() -> None:
         while True:
-            paused_seen.append(consumer.metrics.paused._value.get())  # noqa: SLF001
+            paused_seen.extend(sample.value for metric in consumer.metrics.paused.collect()
+                               for sample in metric.samples)
             await asyncio.sleep(0.05)
 
     opener = asyncio.create_task(open_gate_later())
