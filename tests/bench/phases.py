@@ -191,14 +191,19 @@ def time_consumer(proc: Pinned, admin_port: int, prefix: str, expected: int,
     proc.wait_until(lambda: consumer_messages(admin_port, prefix) is not None)
     first: tuple[float, int] | None = None
     count = 0
+    before_first = (time.perf_counter(), 0)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline and count < expected:
         proc.alive()
         count = consumer_messages(admin_port, prefix) or 0
         now = time.perf_counter()
         if count and first is None:
-            first = (now, count)
+            # From the last poll that saw none: a consumer that finishes between two polls
+            # still gets a rate (at worst one poll interval slower than it was).
+            first = before_first
             deadline = time.monotonic() + cap_s
+        elif first is None:
+            before_first = (now, 0)
         time.sleep(0.05)
     return rate_since_first(count, first, time.perf_counter()) | {
         "peak_rss_mib": proc.peak_rss_mib()}
