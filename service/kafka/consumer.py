@@ -5,9 +5,17 @@
 * At-least-once: auto-commit is off; an offset is committed only when its
   message *and every earlier message of its partition* are processed
   (``OffsetTracker`` keeps the contiguous watermark per partition).
-* Bounded work: at most ``max_in_flight`` messages are being processed; when
-  that is reached every assigned partition is paused (the consumer keeps
-  polling, so it stays in its group) and resumed below half of it.
+* Batches: each poll takes at most as many records as there are free
+  processing slots (``max_in_flight``), so nothing waits in a buffer of ours;
+  aiokafka's own prefetch (one fetch per partition) is the only other buffer.
+  A :class:`BatchProcessor` (CPU-only work such as the metrics) gets a whole
+  poll in one call, one task per poll instead of one per record.
+* No idle waits: while every slot is busy the loop waits for the first one to
+  free, not for a poll timeout. When saturation lasts a commit interval (a
+  held event, an outage) every assigned partition is paused and the consumer
+  keeps polling, so it stays in its group; it resumes when a slot frees.
+  (Pausing is not done at once: aiokafka drops a paused partition's
+  prefetched records, so a short saturation would cost a refetch.)
 * Rebalances: before partitions are taken away, their in-flight work gets a
   bounded grace period, what is done is committed, and ``on_revoked`` lets the
   processor drop per-partition state.
@@ -20,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -37,11 +45,24 @@ log = structlog.get_logger(__name__)
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
+#: How long an idle consumer's poll waits for records (it returns as soon as any arrive).
+POLL_TIMEOUT_MS: Final = 200
+
 
 class Processor(Protocol):
     """What a consumer does with one message; it must be idempotent (at-least-once)."""
 
     async def process(self, record: Record) -> None: ...
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None: ...
+
+
+@runtime_checkable
+class BatchProcessor(Protocol):
+    """What a consumer does with one poll's records (every partition's, each in offset
+    order); idempotent too. Their offsets are committed only after the call returns."""
+
+    async def process_batch(self, records: Sequence[Record]) -> None: ...
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None: ...
 
@@ -157,7 +178,7 @@ class StreamConsumer:
         self,
         settings: KafkaSettings,
         options: ConsumerOptions,
-        processor: Processor,
+        processor: Processor | BatchProcessor,
         metrics: ConsumerMetrics,
         *,
         consumer_factory: Callable[..., AIOKafkaConsumer] = AIOKafkaConsumer,
@@ -169,11 +190,17 @@ class StreamConsumer:
         self.tracker = OffsetTracker()
         self._consumer_factory = consumer_factory
         self._consumer: AIOKafkaConsumer | None = None
-        self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
+        # Each task is one unit of work: a record, or a batch processor's whole poll.
+        self._tasks: dict[asyncio.Task[None], tuple[TopicPartition, ...]] = {}
+        self._in_flight_records = 0
+        self._slot_freed = asyncio.Event()
         self._paused = False
         self._last_commit = time.monotonic()
         self._next_offset: dict[TopicPartition, int] = {}
         self._fatal: BaseException | None = None
+        self._ok = metrics.messages.labels("ok")
+        self._error = metrics.messages.labels("error")
+        self._abandoned = metrics.messages.labels("abandoned")
         self.started = asyncio.Event()
 
     @property
@@ -210,13 +237,16 @@ class StreamConsumer:
         self.started.set()
         try:
             while not stop() and self._fatal is None:
-                batches = await consumer.getmany(timeout_ms=200)
-                for tp, records in batches.items():
-                    for record in records:
-                        self._submit(tp, record)
-                await self._apply_backpressure()
+                free = await self._free_slots(consumer)
+                if free:
+                    batches = await consumer.getmany(
+                        timeout_ms=POLL_TIMEOUT_MS,
+                        max_records=min(free, self.options.max_poll_records))
+                    if batches:
+                        self._dispatch(batches)
                 await self._maybe_commit()
                 self._update_lag()
+                self.metrics.in_flight.set(self._in_flight_records)
         finally:
             await self.drain_and_commit(None)
             with contextlib.suppress(Exception):
@@ -232,54 +262,112 @@ class StreamConsumer:
         log.info("consumer_started", group=self.options.group_id,
                  topics=list(self.options.topics))
 
-    def _submit(self, tp: TopicPartition, record: Record) -> None:
-        self.tracker.started(tp, record.offset)
-        self._next_offset[tp] = record.offset + 1
-        task = asyncio.create_task(self._process(tp, record))
-        self._tasks[task] = tp
-        task.add_done_callback(self._tasks.pop)
-        self.metrics.in_flight.set(len(self._tasks))
+    async def _free_slots(self, consumer: AIOKafkaConsumer) -> int:
+        """How many records may be fetched now (0: saturated for a commit interval).
 
-    async def _process(self, tp: TopicPartition, record: Record) -> None:
+        Waits for the first slot to free instead of polling; a batch processor has one
+        slot (its polls are processed one at a time, in order)."""
+        free = self._capacity() - self._in_flight_records
+        if free <= 0 and self._fatal is None:
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.commit_interval_seconds):
+                    await self._slot_freed.wait()
+            free = self._capacity() - self._in_flight_records
+        if free > 0:
+            if self._paused:
+                consumer.resume(*consumer.assignment())
+                self._paused = False
+                self.metrics.paused.set(0)
+            return free
+        # Every time: a rebalance may have assigned partitions since the last pause.
+        consumer.pause(*consumer.assignment())
+        self._paused = True
+        self.metrics.paused.set(1)
+        # Paused partitions return nothing at once: this poll only keeps the member in its
+        # group (aiokafka leaves it after max_poll_interval_ms without one). Should it
+        # return records after all, they are processed, never dropped.
+        batches = await consumer.getmany(timeout_ms=0)
+        if batches:
+            self._dispatch(batches)
+        return 0
+
+    def _capacity(self) -> int:
+        if isinstance(self.processor, BatchProcessor):
+            return self.options.max_poll_records if not self._tasks else 0
+        return self.options.max_in_flight
+
+    def _dispatch(self, batches: dict[TopicPartition, list[Record]]) -> None:
+        tracker = self.tracker
+        for tp, records in batches.items():
+            self._next_offset[tp] = records[-1].offset + 1
+        if isinstance(self.processor, BatchProcessor):
+            # One unit of work: tracked by each partition's last offset of the poll.
+            for tp, records in batches.items():
+                tracker.started(tp, records[-1].offset)
+            everything = [record for records in batches.values() for record in records]
+            self._start(self._process_batch(self.processor, batches, everything),
+                        tuple(batches), len(everything))
+            return
+        for tp, records in batches.items():
+            for record in records:
+                tracker.started(tp, record.offset)
+                self._start(self._process(self.processor, tp, record), (tp,), 1)
+
+    def _start(self, work: Coroutine[Any, Any, None], partitions: tuple[TopicPartition, ...],
+               records: int) -> None:
+        task = asyncio.create_task(work)
+        self._tasks[task] = partitions
+        self._in_flight_records += records
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._tasks.pop(done, None)
+            self._in_flight_records -= records
+            self._slot_freed.set()
+
+        task.add_done_callback(finished)
+
+    async def _process(self, processor: Processor, tp: TopicPartition, record: Record) -> None:
         started = time.perf_counter()
+        if await self._guarded(processor.process(record), f"{tp.topic}[{tp.partition}]",
+                               record.offset):
+            self.metrics.processing.observe(time.perf_counter() - started)
+            self._ok.inc()
+            self.tracker.finished(tp, record.offset)
+
+    async def _process_batch(self, processor: BatchProcessor,
+                             batches: dict[TopicPartition, list[Record]],
+                             records: list[Record]) -> None:
+        started = time.perf_counter()
+        first = records[0]
+        if await self._guarded(processor.process_batch(records),
+                               f"{first.topic}[{first.partition}] and the rest of a batch",
+                               first.offset):
+            # The histogram is per message: a batch observes its mean once.
+            self.metrics.processing.observe((time.perf_counter() - started) / len(records))
+            self._ok.inc(len(records))
+            for tp, polled in batches.items():
+                self.tracker.finished(tp, polled[-1].offset)
+
+    async def _guarded(self, work: Coroutine[Any, Any, None], where: str, offset: int) -> bool:
+        """Await ``work``; False (and the consumer stops) when it raised unexpectedly."""
         try:
-            await self.processor.process(record)
+            await work
         except asyncio.CancelledError:
             # Abandoned at shutdown: not marked done, so it is redelivered after restart.
-            self.metrics.messages.labels("abandoned").inc()
+            self._abandoned.inc()
             raise
         except Exception:
             # A processor handles its own expected failures (dead-lettering them). Reaching
             # here is a bug or an outage: stop without committing past this message, so
             # the restarted process (Kubernetes restarts it) sees it again.
-            log.exception("processing_failed", topic=tp.topic, partition=tp.partition,
-                          offset=record.offset)
-            self.metrics.messages.labels("error").inc()
+            log.exception("processing_failed", where=where, offset=offset)
+            self._error.inc()
             if self._fatal is None:
-                self._fatal = RuntimeError(f"processing {tp.topic}[{tp.partition}]@{record.offset}")
-            return
-        self.metrics.processing.observe(time.perf_counter() - started)
-        self.metrics.messages.labels("ok").inc()
-        self.tracker.finished(tp, record.offset)
-
-    async def _apply_backpressure(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            return
-        in_flight = len(self._tasks)
-        self.metrics.in_flight.set(in_flight)
-        if not self._paused and in_flight >= self.options.max_in_flight:
-            consumer.pause(*consumer.assignment())
-            self._paused = True
-            self.metrics.paused.set(1)
-        elif self._paused and in_flight <= self.options.max_in_flight // 2:
-            consumer.resume(*consumer.assignment())
-            self._paused = False
-            self.metrics.paused.set(0)
-        if self._paused and self._tasks:
-            # Let work progress instead of spinning on empty polls.
-            await asyncio.wait(list(self._tasks), timeout=0.2,
-                               return_when=asyncio.FIRST_COMPLETED)
+                self._fatal = RuntimeError(f"processing {where}@{offset}")
+            self._slot_freed.set()
+            return False
+        return True
 
     async def _maybe_commit(self) -> None:
         if time.monotonic() - self._last_commit >= self.options.commit_interval_seconds:
@@ -302,8 +390,8 @@ class StreamConsumer:
 
     async def drain_and_commit(self, partitions: set[TopicPartition] | None) -> None:
         """Give in-flight work of ``partitions`` (all when None) a grace period, then commit."""
-        tasks = [task for task, tp in self._tasks.items()
-                 if partitions is None or tp in partitions]
+        tasks = [task for task, owned in self._tasks.items()
+                 if partitions is None or not partitions.isdisjoint(owned)]
         if tasks:
             _, unfinished = await asyncio.wait(tasks,
                                                timeout=self.options.shutdown_grace_seconds)

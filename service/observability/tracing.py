@@ -25,6 +25,7 @@ Consumers (inside the per-message task, whose context is its own)::
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable, Mapping
 from typing import Final
 
@@ -48,6 +49,11 @@ TRACEPARENT: Final = "traceparent"
 _MAX_HEADER_BYTES: Final = 512
 
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
+# The plain version-00 form every record of ours carries: read without the propagator
+# (a tenth of its cost, per consumed record). Anything else still goes through it.
+_PLAIN_TRACEPARENT: Final = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+_ZERO_TRACE_ID: Final = b"0" * 32
+_ZERO_SPAN_ID: Final = b"0" * 16
 
 
 def extract_context(headers: Mapping[str, str]) -> Context:
@@ -113,6 +119,12 @@ def from_kafka_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> st
             value = raw  # the last one wins, as for repeated HTTP headers
     if value is None or len(value) > _MAX_HEADER_BYTES:
         return None
+    plain = _PLAIN_TRACEPARENT.fullmatch(value)
+    if plain is not None:
+        trace_id, span_id = plain.groups()
+        if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
+            return None  # invalid ids, as the propagator says
+        return trace_id.decode("ascii")
     try:
         text = value.decode("ascii")
     except UnicodeDecodeError:

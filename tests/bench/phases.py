@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.config.archiver import ArchiverConfig
 from tests.bench.lineup import HALF, Context, launch_gateway, unique
 from tests.bench.load import BODY_FILE, CONNECTIONS, closed_loop, run_loadgen
 from tests.bench.procs import (
@@ -37,6 +38,8 @@ from tests.bench.procs import (
 from tests.bench.stats import rate_since_first
 from tests.bench.tools import REPO
 from tests.harness.loopback import free_port
+
+ARCHIVE_CONCURRENCY = ArchiverConfig.concurrency  # the archiver's default, for its baseline
 
 
 @contextlib.contextmanager
@@ -188,14 +191,19 @@ def time_consumer(proc: Pinned, admin_port: int, prefix: str, expected: int,
     proc.wait_until(lambda: consumer_messages(admin_port, prefix) is not None)
     first: tuple[float, int] | None = None
     count = 0
+    before_first = (time.perf_counter(), 0)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline and count < expected:
         proc.alive()
         count = consumer_messages(admin_port, prefix) or 0
         now = time.perf_counter()
         if count and first is None:
-            first = (now, count)
+            # From the last poll that saw none: a consumer that finishes between two polls
+            # still gets a rate (at worst one poll interval slower than it was).
+            first = before_first
             deadline = time.monotonic() + cap_s
+        elif first is None:
+            before_first = (now, 0)
         time.sleep(0.05)
     return rate_since_first(count, first, time.perf_counter()) | {
         "peak_rss_mib": proc.peak_rss_mib()}
@@ -270,17 +278,47 @@ def measure_consumers(ctx: Context) -> dict[str, Any]:
             results["metrics"] = time_consumer(metrics, admin_port, "metrics", accepted,
                                                settings.consumer_cap_s)
 
-        admin_port = free_port()
+        with tempfile.TemporaryDirectory(prefix="bench-plain-archive-") as archive:
+            results["plain_archiver"] = plain_archiver(ctx, gateway.env, archive, accepted)
         with tempfile.TemporaryDirectory(prefix="bench-archive-") as archive:
-            archiver_env = child_env(
-                **base_env, ADMIN_HOST="127.0.0.1", ADMIN_PORT=str(admin_port),
-                ARCHIVER_GROUP_ID=unique("archiver"), ARCHIVE_ALLOW_LOOPBACK="true",
-                ARCHIVE_STORAGE_URL=Path(archive).as_uri())
-            with Pinned("archiver", [sys.executable, "-m", "service", "archiver"],
-                        env=archiver_env, log_dir=ctx.logs) as archiver:
-                results["archiver"] = time_consumer(archiver, admin_port, "archiver",
-                                                    accepted, settings.consumer_cap_s)
-    for name in ("metrics", "archiver"):
-        raw_rate = results["raw"]["rate"]
+            results["archiver"] = run_archiver(ctx, base_env, archive, "archiver", accepted)
+            # The same topic again into the same store: every object is already there.
+            results["archiver_reread"] = run_archiver(ctx, base_env, archive,
+                                                      "archiver-reread", accepted)
+    raw_rate = results["raw"]["rate"]
+    plain_rate = results["plain_archiver"]["rate"]
+    for name in ("metrics", "archiver", "archiver_reread"):
         results[name]["ratio_to_raw"] = results[name]["rate"] / raw_rate if raw_rate else 0.0
+    results["archiver"]["ratio_to_plain"] = (
+        results["archiver"]["rate"] / plain_rate if plain_rate else 0.0)
     return results
+
+
+def run_archiver(ctx: Context, base_env: dict[str, str], archive: str, name: str,
+                 expected: int) -> dict[str, Any]:
+    """``python -m service archiver`` in a new group, timed like the metrics consumer."""
+    admin_port = free_port()
+    archiver_env = child_env(
+        **base_env, ADMIN_HOST="127.0.0.1", ADMIN_PORT=str(admin_port),
+        ARCHIVER_GROUP_ID=unique("archiver"), ARCHIVE_ALLOW_LOOPBACK="true",
+        ARCHIVE_STORAGE_URL=Path(archive).as_uri())
+    with Pinned(name, [sys.executable, "-m", "service", "archiver"],
+                env=archiver_env, log_dir=ctx.logs) as archiver:
+        return time_consumer(archiver, admin_port, "archiver", expected,
+                             ctx.settings.consumer_cap_s)
+
+
+def plain_archiver(ctx: Context, gateway_env: dict[str, str], archive: str,
+                   expected: int) -> dict[str, Any]:
+    """The archiver's downloads, writes and reports done plainly (its I/O baseline)."""
+    cap = ctx.settings.consumer_cap_s
+    done = subprocess.run(
+        pinned(SERVER_CPU, [sys.executable, "-m", "tests.bench.contenders.plain_archiver",
+                            ctx.bootstrap, gateway_env["EVENTS_TOPIC"],
+                            gateway_env["ARCHIVED_TOPIC"], archive, str(expected),
+                            "--concurrency", str(ARCHIVE_CONCURRENCY), "--timeout", str(cap)]),
+        cwd=REPO, env=child_env(), capture_output=True, text=True, check=False,
+        timeout=READY_TIMEOUT_S + cap + 30)
+    if done.returncode != 0:
+        raise BenchError(f"plain archiver failed: {done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.splitlines()[-1]))

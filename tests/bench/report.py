@@ -64,7 +64,11 @@ def render_table(report: dict[str, Any]) -> str:
             f"{consumers['metrics']['rate']:,.0f}/s ({consumers['metrics']['ratio_to_raw']:.2f}"
             f" of raw); archiver (4 downloads + 4 archived records per event, local file "
             f"server) {consumers['archiver']['rate']:,.0f}/s "
-            f"({consumers['archiver']['ratio_to_raw']:.2f} of raw)")
+            f"({consumers['archiver']['ratio_to_raw']:.2f} of raw, "
+            f"{consumers['archiver']['ratio_to_plain']:.2f} of the same I/O done plainly: "
+            f"{consumers['plain_archiver']['rate']:,.0f}/s); archiver re-reading them, "
+            f"every object already stored, {consumers['archiver_reread']['rate']:,.0f}/s "
+            f"({consumers['archiver_reread']['ratio_to_raw']:.2f} of raw)")
     profile = report.get("profile")
     if profile and "error" not in profile:
         top = ", ".join(f"{name} {share:.0%}" for name, share in profile["packages"][:8])

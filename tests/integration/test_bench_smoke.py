@@ -51,6 +51,6 @@ def test_smoke_bench_gives_every_contender_and_phase_positive_figures(
     assert Path(profile["file"]).stat().st_size > 0
     consumers = report["consumers"]
     assert consumers["events"] > 0
-    for name in ("raw", "metrics", "archiver"):
+    for name in ("raw", "metrics", "archiver", "plain_archiver", "archiver_reread"):
         assert consumers[name]["rate"] > 0, name
     assert (tmp_path / "latency.png").stat().st_size > 10_000

@@ -228,3 +228,20 @@ async def test_a_scripted_stream_yields_exactly_the_expected_metrics() -> None:
     assert v("music_invalid_records_total", topic="events") == 2
     assert v("music_task_state_entries", table="events") == 5  # A to E; none for bad records
     assert v("music_task_state_entries", table="archive") == 2
+
+
+async def test_a_poll_processed_in_one_call_counts_what_one_record_at_a_time_counts() -> None:
+    one_by_one, batched = Rig(), Rig()
+    records = scripted_stream("events", "archived", "failed").records
+    await one_by_one.feed(*records)
+    await batched.processor.process_batch(records)
+
+    def samples(rig: Rig) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in rig.registry.collect() for sample in family.samples
+                if not sample.name.endswith("_created")}
+
+    counted = samples(one_by_one)
+    assert counted == samples(batched)
+    assert sum(value for (name, _), value in counted.items()
+               if name == "music_callbacks_total") > 0

@@ -85,3 +85,15 @@ def test_binding_puts_the_trace_id_in_the_log_context_and_clears_a_stale_one() -
         assert "trace_id" not in structlog.contextvars.get_contextvars()
     finally:
         structlog.contextvars.clear_contextvars()
+
+
+@pytest.mark.parametrize("value", [
+    INCOMING, f"00-{TRACE_ID}-{SPAN_ID}-00", f"00-{'0' * 32}-{SPAN_ID}-01",
+    f"00-{TRACE_ID}-{'0' * 16}-01", f"00-{TRACE_ID.upper()}-{SPAN_ID}-01",
+    f"01-{TRACE_ID}-{SPAN_ID}-01-future", f"ff-{TRACE_ID}-{SPAN_ID}-01",
+    f"00-{TRACE_ID}-{SPAN_ID}-01-extra", f" {INCOMING} ", f"00-{TRACE_ID}-{SPAN_ID}-1",
+])
+def test_the_fast_reading_of_kafka_headers_agrees_with_the_propagator(value: str) -> None:
+    span_context = remote_span_context(extract_context({"traceparent": value}))
+    expected = f"{span_context.trace_id:032x}" if span_context is not None else None
+    assert from_kafka_headers([("traceparent", value.encode())]) == expected

@@ -16,6 +16,7 @@ import functools
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Final
 
 import aiohttp
 import structlog
@@ -37,6 +38,9 @@ from service.storage.base import ObjectStore, StorageError
 from service.storage.factory import store_for
 
 log = structlog.get_logger(__name__)
+
+#: Events in flight per download slot (``ARCHIVE_CONCURRENCY``).
+EVENTS_PER_DOWNLOAD_SLOT: Final = 4
 
 
 def download_limits(config: ArchiverConfig) -> DownloadLimits:
@@ -127,7 +131,10 @@ async def archiver_worker(config: ArchiverConfig, registry: CollectorRegistry,
                 ConsumerOptions(
                     topics=(config.topics.events,),
                     group_id=config.group_id,
-                    max_in_flight=config.concurrency,
+                    # Several events per download slot: while one event's reports are
+                    # published (or its objects are found already stored), the slots
+                    # keep downloading the next events' files.
+                    max_in_flight=config.concurrency * EVENTS_PER_DOWNLOAD_SLOT,
                     shutdown_grace_seconds=config.process.shutdown_timeout_seconds,
                 ),
                 processor,

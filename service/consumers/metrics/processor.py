@@ -49,6 +49,7 @@ from service.consumers.metrics.exporter import (
     KIND_LABELS,
     ROLE_LABELS,
     STAGES,
+    LabelledChildren,
     MusicMetrics,
     closed_label,
     code_label,
@@ -56,7 +57,7 @@ from service.consumers.metrics.exporter import (
 from service.consumers.metrics.state import EvictionCounts, Partition, TaskStates
 from service.core.timefmt import epoch_seconds
 from service.kafka.consumer import Record
-from service.observability.tracing import bind_trace_from_kafka
+from service.observability.tracing import from_kafka_headers
 
 log = structlog.get_logger("service.consumers.metrics.message")
 
@@ -125,13 +126,24 @@ class MetricsProcessor:
             topics.archive_failed: "archive_failed",
         }
         self._metrics = metrics
+        self._child = LabelledChildren()
         self._state = state
         self._evictions_seen: dict[str, tuple[int, int, int]] = {"events": (0, 0, 0),
                                                                   "archive": (0, 0, 0)}
 
     async def process(self, record: Record) -> None:
         """Update the metrics for ``record``; never raises for bad data (it is counted)."""
-        bind_trace_from_kafka(record.headers)
+        self._count(record)
+        self._sync_state_metrics()
+
+    async def process_batch(self, records: Sequence[Record]) -> None:
+        """:meth:`process` for a whole poll: CPU work only, so nothing is awaited between
+        records and the state gauges are brought up to date once."""
+        for record in records:
+            self._count(record)
+        self._sync_state_metrics()
+
+    def _count(self, record: Record) -> None:
         role = self._roles.get(record.topic, "events")
         partition: Partition = (record.topic, record.partition)
         fields: dict[str, Any] = {}
@@ -144,10 +156,13 @@ class MetricsProcessor:
                 outcome = self._archive(role, read_archive(role, headers, record.key,
                                                            record.value), partition, fields)
         except InvalidRecordError as exc:
-            self._metrics.invalid.labels(role).inc()
+            self._child(self._metrics.invalid, role).inc()
             outcome = "invalid"
             fields["reason"] = exc.reason
-        self._sync_state_metrics()
+        # A field, not bound to the context: a batch's records share one task.
+        trace_id = from_kafka_headers(record.headers)
+        if trace_id is not None:
+            fields["trace_id"] = trace_id
         log.info("message", topic=record.topic, partition=record.partition,
                  offset=record.offset, outcome=outcome, **fields)
 
@@ -168,41 +183,42 @@ class MetricsProcessor:
                   fields: dict[str, Any]) -> Outcome:
         fields.update(task_id=mask(event.task_id), event_id=event.event_id, stage=event.stage)
         metrics = self._metrics
+        child = self._child
         entry = self._state.events.touch(event.task_id, partition)
         kind = event.kind
         if self._state.events.seen(entry, event.event_id):
-            metrics.duplicates.labels(kind, event.stage).inc()
+            child(metrics.duplicates, kind, event.stage).inc()
             return "duplicate"
         code = code_label(event.code)
-        metrics.callbacks.labels(kind, event.stage, code).inc()
+        child(metrics.callbacks, kind, event.stage, code).inc()
         if event.received_at is not None and event.earliest_created_at is not None:
-            metrics.delay.labels(kind).observe(
+            child(metrics.delay, kind).observe(
                 max(0.0, event.received_at - event.earliest_created_at))
         bit = STAGE_BITS[event.stage]
         reached = entry.stages
         if reached & bit:
-            metrics.repeated.labels(kind, event.stage).inc()
+            child(metrics.repeated, kind, event.stage).inc()
             return "repeated"
         entry.stages = reached | bit
         if reached & _TERMINAL or _RANK[event.stage] < _highest_rank(reached):
-            metrics.out_of_order.labels(kind, event.stage).inc()
+            child(metrics.out_of_order, kind, event.stage).inc()
             return "out_of_order"
         now = event.received_at
         if event.stage == "text":
             entry.text_at = now
         elif event.stage == "first":
             entry.first_at = now
-            _observe_phase(metrics, kind, "text_to_first", entry.text_at, now)
+            self._observe_phase(kind, "text_to_first", entry.text_at, now)
         elif event.stage == "complete":
-            metrics.tasks_completed.labels(kind, code).inc()
+            child(metrics.tasks_completed, kind, code).inc()
             if event.track_durations:
-                metrics.tracks.labels(kind).inc(len(event.track_durations))
+                child(metrics.tracks, kind).inc(len(event.track_durations))
             for duration in event.track_durations:
                 if duration is not None:
-                    metrics.track_duration.labels(kind).observe(duration)
-            _observe_phase(metrics, kind, "first_to_complete", entry.first_at, now)
+                    child(metrics.track_duration, kind).observe(duration)
+            self._observe_phase(kind, "first_to_complete", entry.first_at, now)
         else:
-            metrics.tasks_failed.labels(kind, code).inc()
+            child(metrics.tasks_failed, kind, code).inc()
         return "counted"
 
     def _archive(self, role: Role, report: ArchiveView, partition: Partition,
@@ -211,28 +227,33 @@ class MetricsProcessor:
         if report.report_id is not None:
             entry = self._state.archive.touch((role, report.task_id), partition)
             if self._state.archive.seen(entry, report.report_id):
-                self._metrics.archive_duplicates.labels(role).inc()
+                self._child(self._metrics.archive_duplicates, role).inc()
                 return "duplicate"
         fields["kind"] = report.kind
         if role == "archived":
             fields["role"] = report.label
-            self._metrics.archived.labels(report.kind, report.label).inc()
-            self._metrics.archived_bytes.labels(report.kind, report.label).inc(report.size)
+            self._child(self._metrics.archived, report.kind, report.label).inc()
+            self._child(self._metrics.archived_bytes, report.kind, report.label).inc(report.size)
         else:
             fields["reason"] = report.label
-            self._metrics.dead_letters.labels(report.kind, report.label).inc()
+            self._child(self._metrics.dead_letters, report.kind, report.label).inc()
         return "counted"
+
+    def _observe_phase(self, kind: str, phase: str, start: float | None,
+                       end: float | None) -> None:
+        if start is not None and end is not None and end >= start:
+            self._child(self._metrics.phase, kind, phase).observe(end - start)
 
     def _sync_state_metrics(self) -> None:
         for table, states in (("events", self._state.events), ("archive", self._state.archive)):
-            self._metrics.state_entries.labels(table).set(len(states))
+            self._child(self._metrics.state_entries, table).set(len(states))
             now = _eviction_tuple(states.evictions)
             before = self._evictions_seen[table]
             if now != before:
                 for cause, new, old in zip(("ttl", "capacity", "revoked"), now, before,
                                            strict=True):
                     if new > old:
-                        self._metrics.state_evictions.labels(table, cause).inc(new - old)
+                        self._child(self._metrics.state_evictions, table, cause).inc(new - old)
                 self._evictions_seen[table] = now
 
 
@@ -246,12 +267,6 @@ def _highest_rank(stages: int) -> int:
         if stages & bit:
             highest = max(highest, _RANK[stage])
     return highest
-
-
-def _observe_phase(metrics: MusicMetrics, kind: str, phase: str, start: float | None,
-                   end: float | None) -> None:
-    if start is not None and end is not None and end >= start:
-        metrics.phase.labels(kind, phase).observe(end - start)
 
 
 # ---- reading records (tolerant reader) -------------------------------------------------------
