@@ -81,7 +81,10 @@ async def read_body(request: web.Request, limit: int, deadline: float) -> bytes:
         raise BodyTooLargeError(limit)
     content = request.content
     if content.is_eof():  # the whole body came with the headers (nearly every callback)
-        return await content.read()
+        body = await content.read()
+        if len(body) > limit:  # a chunked body has no Content-Length to refuse early
+            raise BodyTooLargeError(limit)
+        return body
     buffer = bytearray()
     try:
         async with asyncio.timeout(deadline):
