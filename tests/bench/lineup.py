@@ -198,7 +198,12 @@ def measure_http(ctx: Context, contender: HttpContender,
                 cwd=launch.cwd) as proc:
         proc.wait_until(launch.ready)
         closed_loop(ctx.tools, launch.url, settings.warmup_s)
+        cpu_before = proc.cpu_seconds()
         maximum = closed_loop(ctx.tools, launch.url, settings.closed_s)
+        answered = maximum["ok_rate"] * maximum["duration_s"]
+        # CPU per answer: unlike the rates, barely moved by other load on a shared machine.
+        maximum["cpu_us_per_2xx"] = ((proc.cpu_seconds() - cpu_before) / answered * 1e6
+                                     if answered else float("nan"))
         proc.alive()
         base = maximum["ok_rate"] or maximum["rate"]
         steps = [run_loadgen(ctx.tools, launch.url, settings.open_s, fraction * base)

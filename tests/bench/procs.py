@@ -45,6 +45,14 @@ def status_field(pid: int, name: str) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """``utime + stime`` of ``/proc/<pid>/stat`` (all threads of the process), in seconds."""
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float("nan")
+
+
 class Pinned:
     """A child process pinned to one core, its output appended to a log file."""
 
@@ -91,6 +99,10 @@ class Pinned:
 
     def peak_rss_mib(self) -> float:
         return status_field(self.pid, "VmHWM")
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the whole process (every thread) so far."""
+        return cpu_seconds(self.pid)
 
     def rss_mib(self) -> float:
         return status_field(self.pid, "VmRSS")

@@ -27,21 +27,27 @@ def render_table(report: dict[str, Any]) -> str:
     rows = report["contenders"]
     ceiling = next((r["closed"]["ok_rate"] for r in rows
                     if r["name"] == CEILING and "closed" in r), None)
-    header = ("| contender | 2xx/s | ratio | p50 ms | p99 ms | p99.9 ms | non-2xx | RSS MiB "
-              "| ½-load p99 ms | ½-load p99.9 ms |")
+    ceiling_cpu = next((r["closed"].get("cpu_us_per_2xx") for r in rows
+                        if r["name"] == CEILING and "closed" in r), None)
+    header = ("| contender | 2xx/s | ratio | CPU µs/2xx | CPU ratio | p50 ms | p99 ms "
+              "| p99.9 ms | non-2xx | RSS MiB | ½-load p99 ms | ½-load p99.9 ms |")
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['label']} | failed: {row['error'].splitlines()[0][:80]} "
-                         "| | | | | | | | |")
+                         "| | | | | | | | | | |")
             continue
         closed = row["closed"]
         latency = closed["latency_ms"]
         ratio = f"{closed['ok_rate'] / ceiling:.2f}" if ceiling else "-"
+        cpu = closed.get("cpu_us_per_2xx", float("nan"))
+        cpu_ratio = (f"{ceiling_cpu / cpu:.2f}" if ceiling_cpu and cpu > 0 and not math.isnan(cpu)
+                     else "-")
         half = half_step(row)
         half_latency = half["latency_ms"] if half else {}
         lines.append(
-            f"| {row['label']} | {closed['ok_rate']:,.0f} | {ratio} | {_ms(latency['p50'])} "
+            f"| {row['label']} | {closed['ok_rate']:,.0f} | {ratio} | {_ms(cpu)} | {cpu_ratio} "
+            f"| {_ms(latency['p50'])} "
             f"| {_ms(latency['p99'])} | {_ms(latency['p99.9'])} "
             f"| {closed['non_2xx'] + closed['errors']:,} | {row['peak_rss_mib']:.0f} "
             f"| {_ms(half_latency.get('p99'))} | {_ms(half_latency.get('p99.9'))} |")

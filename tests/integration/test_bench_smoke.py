@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.bench.lineup import ALL_NAMES
+from tests.bench.lineup import ALL_NAMES, RAW_PRODUCER
 from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.paths import REPO
 
@@ -35,6 +35,8 @@ def test_smoke_bench_gives_every_contender_and_phase_positive_figures(
         assert 0 < closed["latency_ms"]["p50"] <= closed["latency_ms"]["p99"], name
         assert closed["latency_ms"]["p99"] <= closed["latency_ms"]["p99.9"], name
         assert row["peak_rss_mib"] > 0, name
+        if name != RAW_PRODUCER:  # an HTTP contender: its CPU per answer is measured
+            assert closed["cpu_us_per_2xx"] > 0, name
         (half,) = row["open"]  # smoke: one open-loop step, at half the maximum
         assert half["fraction"] == 0.5
         assert half["offered_rate"] > 0
