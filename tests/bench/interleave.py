@@ -3,7 +3,8 @@
     python -m tests.bench.interleave [--rounds 6] [--seconds 8] [--bootstrap HOST:PORT] TREE...
 
 On a shared machine the load from other work drifts by a factor of several within minutes,
-so two figures taken minutes apart say little. Here every gateway (and the bare aiohttp
+so two figures taken minutes apart say little (CPU time per answer, also printed, moves
+much less). Here every gateway (and the bare aiohttp
 ceiling) is started once, pinned to core 0, and they take turns: a short closed-loop run
 each, round after round. Each gateway's figure is the median of its rounds, and the
 ratios are taken within a round before the median.
@@ -71,6 +72,7 @@ def run(trees: list[str], rounds: int, seconds: float, bootstrap: str,
         overrides = dict(item.split("=", 1) for item in settings.split(",") if item)
         launches[tree] = replace(launch_gateway(ctx, **overrides), cwd=source_tree(source))
     rates: dict[str, list[float]] = {name: [] for name in launches}
+    cpu: dict[str, list[float]] = {name: [] for name in launches}  # µs per 2xx
     with contextlib.ExitStack() as stack:
         running = {}
         for index, (name, launch) in enumerate(launches.items()):
@@ -81,7 +83,12 @@ def run(trees: list[str], rounds: int, seconds: float, bootstrap: str,
             running[name] = proc
         for number in range(rounds):
             for name, launch in launches.items():
-                rates[name].append(closed_loop(ctx.tools, launch.url, seconds)["ok_rate"])
+                before = running[name].cpu_seconds()
+                result = closed_loop(ctx.tools, launch.url, seconds)
+                answered = result["ok_rate"] * result["duration_s"]
+                rates[name].append(result["ok_rate"])
+                cpu[name].append((running[name].cpu_seconds() - before) / answered * 1e6
+                                 if answered else float("nan"))
                 running[name].alive()
             print(f"[interleave] round {number + 1}: "
                   + ", ".join(f"{name} {values[-1]:,.0f}/s" for name, values in rates.items()),
@@ -95,6 +102,7 @@ def run(trees: list[str], rounds: int, seconds: float, bootstrap: str,
                 v / c for v, c in zip(values, rates[CEILING], strict=True)),
             "ratio_to_first": statistics.median(
                 v / f for v, f in zip(values, rates[first], strict=True)),
+            "cpu_us_per_2xx": statistics.median(cpu[name]),
         }
         for name, values in rates.items()
     }
@@ -116,11 +124,12 @@ def main() -> None:
 
             bootstrap = start_broker(stack)
         results = run(args.trees, args.rounds, args.seconds, bootstrap, args.out)
-    print("| gateway source | median 2xx/s | ratio to ceiling | ratio to first |")
-    print("|---|---|---|---|")
+    print("| gateway source | median 2xx/s | ratio to ceiling | ratio to first "
+          "| CPU µs per 2xx |")
+    print("|---|---|---|---|---|")
     for name, figures in results.items():
         print(f"| {name} | {figures['median']:,.0f} | {figures['ratio_to_ceiling']:.3f} "
-              f"| {figures['ratio_to_first']:.3f} |")
+              f"| {figures['ratio_to_first']:.3f} | {figures['cpu_us_per_2xx']:,.0f} |")
 
 
 if __name__ == "__main__":
