@@ -268,8 +268,20 @@ async def test_budget_and_back_off_hold_with_ten_thousand_open_tasks(
         provider.window = refusals
         await asyncio.sleep(3.0)
         windows["430"] = (time.monotonic(), time.monotonic() + 2.0)
-        await asyncio.sleep(3.5)
-        windows["429"] = (time.monotonic(), time.monotonic() + 2.0)
+        await asyncio.sleep(2.0)
+        # The 430s escalated the pause (1, 2, 4 s, jittered): wait for answers again, which
+        # reset the escalation, so the 429 below starts from its first strike. (A fixed
+        # 1.5 s here let the 429 land inside the escalated pause now and then: no requests
+        # in the second checked below, seen under CI load.)
+        async def resumed() -> bool:
+            return any(seen.at >= windows["430"][1] + 0.5 for seen in provider.asked())
+
+        await wait_until(resumed, timeout=15)
+        await asyncio.sleep(0.5)
+        # Shorter than its Retry-After (2 s): the requests that resume after the pause find
+        # the window closed (a resumed request on the window's last instant would get 429
+        # again and pause 2 s more).
+        windows["429"] = (time.monotonic(), time.monotonic() + 1.5)
         await asyncio.sleep(4.5)
         elapsed = time.monotonic() - started
         backoff_counted = (reconciler.sample("reconciler_provider_errors_total", code="430"),
@@ -286,7 +298,9 @@ async def test_budget_and_back_off_hold_with_ten_thousand_open_tasks(
     first_429 = min(at for at in times if at >= windows["429"][0])
     print(f"\n[budget] {len(times)} requests in {elapsed:.1f} s (budget {rate}/s), steady "
           f"{steady:.1f}/s, {between(*windows['430'])} during the 2 s of 430, "
-          f"{between(first_429 + 0.05, first_429 + 1.9)} in the 1.85 s after the first 429")
+          f"{between(first_429 + 0.05, first_429 + 1.9)} in the 1.85 s after the first 429, "
+              f"{between(windows['429'][1] + 1.0, windows['429'][1] + 2.0)} in the second "
+              "after the next")
     assert steady >= 0.6 * rate, steady  # the budget was really used before the refusals
     start_430, end_430 = windows["430"]
     during_430 = between(start_430, end_430)

@@ -23,9 +23,12 @@ from typing import Any, Final, Literal
 
 import aiohttp
 import orjson
+import structlog
 from aiohttp import hdrs
 
 from service.contracts.registry import RECORD_INFO_V1, SchemaRegistry
+
+log = structlog.get_logger(__name__)
 
 THROTTLING_CODES: Final = frozenset({429, 430, 455})
 # Provider codes reported as such in reconciler_provider_errors_total; any other is "other".
@@ -95,6 +98,10 @@ class RecordInfoClient:
             async with self._session.get(self._base_url + path, params={"taskId": task_id},
                                          headers=headers, allow_redirects=False) as response:
                 retry_after = retry_after_seconds(response.headers.get(hdrs.RETRY_AFTER))
+                # The HTTP exchange, for troubleshooting (the "poll" line says the outcome);
+                # never the request headers: they carry the key.
+                log.debug("provider_response", path=path, status=response.status,
+                          content_length=response.content_length, retry_after=retry_after)
                 if response.status != 200:
                     return Fetched(classify(response.status), response.status,
                                    retry_after=retry_after)
