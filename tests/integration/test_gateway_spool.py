@@ -57,6 +57,18 @@ async def start(aiohttp_client: ClientFactory, env: dict[str, str],
     return await aiohttp_client(app), app, registry
 
 
+async def start_spooling(aiohttp_client: ClientFactory, broker: KafkaBroker, tmp_path: Path,
+                         ) -> tuple[dict[str, str], TestClient[Any, Any], web.Application,
+                                    CollectorRegistry]:
+    """A gateway with a spool that takes over after 0.5 s, connected to ``broker``."""
+    env = gateway_env(broker.bootstrap_servers, PUBLISH_TIMEOUT_SECONDS="2",
+                      SPOOL_AFTER_SECONDS="0.5", SPOOL_DIR=str(tmp_path / "spool"))
+    await ensure_topics(gateway_config(env).kafka, project_topics(Env(env)))
+    client, app, registry = await start(aiohttp_client, env)
+    assert await app[PUBLISHER_KEY].wait_connected(20)
+    return env, client, app, registry
+
+
 def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
     value = registry.get_sample_value(name, labels)
     assert value is not None, name
@@ -67,11 +79,7 @@ async def test_a_stalled_broker_gets_200_spooled_within_the_deadline_then_the_sa
     aiohttp_client: ClientFactory, kafka_broker_factory: Any, tmp_path: Path,
 ) -> None:
     broker: KafkaBroker = kafka_broker_factory()
-    env = gateway_env(broker.bootstrap_servers, PUBLISH_TIMEOUT_SECONDS="2",
-                      SPOOL_AFTER_SECONDS="0.5", SPOOL_DIR=str(tmp_path / "spool"))
-    await ensure_topics(gateway_config(env).kafka, project_topics(Env(env)))
-    client, app, registry = await start(aiohttp_client, env)
-    assert await app[PUBLISHER_KEY].wait_connected(20)
+    env, client, app, registry = await start_spooling(aiohttp_client, broker, tmp_path)
     first = await client.post(CALLBACK_PATH, data=callback("task-a", "text"))
     assert await first.json() == {"status": "received",
                                   "event_id": event_id_for("task-a", "text",
@@ -243,11 +251,7 @@ async def test_a_task_submitted_while_the_broker_is_stalled_is_spooled_then_forw
 ) -> None:
     """``POST /tasks`` goes the callbacks' way: the spool keeps what the broker cannot."""
     broker: KafkaBroker = kafka_broker_factory()
-    env = gateway_env(broker.bootstrap_servers, PUBLISH_TIMEOUT_SECONDS="2",
-                      SPOOL_AFTER_SECONDS="0.5", SPOOL_DIR=str(tmp_path / "spool"))
-    await ensure_topics(gateway_config(env).kafka, project_topics(Env(env)))
-    client, app, registry = await start(aiohttp_client, env)
-    assert await app[PUBLISHER_KEY].wait_connected(20)
+    env, client, _, registry = await start_spooling(aiohttp_client, broker, tmp_path)
     broker.pause()
     try:
         response = await client.post("/tasks", json={"task_id": "stalled-task", "kind": "wav"})
