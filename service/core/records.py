@@ -26,17 +26,15 @@ def event_type(kind: str, stage: str) -> str:
 
 
 def envelope_headers(
-    *, ce_id: str, source: str, ce_type: str, time: datetime | str, subject: str,
-    dataschema: str,
+    *, ce_id: str, source: str, ce_type: str, time: datetime, subject: str, dataschema: str,
 ) -> Headers:
-    """The CloudEvents headers of a JSON record (binary content mode); ``time`` is a
-    moment or its RFC 3339 text."""
+    """The CloudEvents headers of a JSON record (binary content mode)."""
     return [
         ("ce_specversion", CE_SPECVERSION.encode()),
         ("ce_id", ce_id.encode()),
         ("ce_source", source.encode()),
         ("ce_type", ce_type.encode()),
-        ("ce_time", (time if isinstance(time, str) else rfc3339(time)).encode()),
+        ("ce_time", rfc3339(time).encode()),
         ("ce_subject", subject.encode()),
         ("ce_dataschema", dataschema.encode()),
         ("content-type", JSON_CONTENT_TYPE),
@@ -49,9 +47,7 @@ def cloudevent_headers(event: CallbackEvent, *, dataschema: str) -> Headers:
     source = (reconciler_source(event.kind) if event.recovered_by is not None
               else callback_route(event.kind))
     return envelope_headers(ce_id=event.event_id, source=source,
-                            ce_type=event_type(event.kind, event.stage),
-                            # the text already in the event (built from received_at)
-                            time=event.data.get("received_at") or event.received_at,
+                            ce_type=event_type(event.kind, event.stage), time=event.received_at,
                             subject=event.task_id, dataschema=dataschema)
 
 

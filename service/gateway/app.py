@@ -154,7 +154,8 @@ def create_app(
     )
     app[TASKS_KEY] = TaskIntake(
         config=config, schemas=schemas,
-        sender=DurableSender(durable, metrics, retry_after=config.publish_timeout_seconds))
+        sender=DurableSender(durable, metrics, retry_after=config.publish_timeout_seconds,
+                             noun="task"))
     app.cleanup_ctx.append(_publisher_ctx)
     app.cleanup_ctx.append(_spool_ctx)
     for kind in KINDS:

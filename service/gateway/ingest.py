@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
 import orjson
 import structlog
@@ -136,10 +136,12 @@ class DurableSender:
     Shared by everything the callback port accepts (callbacks, rejected bodies, tasks)."""
 
     def __init__(self, publisher: DurablePublisher, metrics: GatewayMetrics, *,
-                 retry_after: float) -> None:
+                 retry_after: float, noun: str = "callback") -> None:
+        """``noun``: what the 503 answer says could not be kept."""
         self.publisher = publisher
         self._metrics = metrics
         self._retry_after = str(max(1, math.ceil(retry_after)))
+        self._noun = noun
 
     async def send(
         self, role: str, topic: str, *, key: bytes | None, value: bytes, headers: Headers,
@@ -156,8 +158,7 @@ class DurableSender:
             return Outcome(
                 503,
                 {"error": exc.reason,
-                 "message": f"{kept_by} could not keep the {_NOUNS.get(role, 'callback')}; "
-                            "retry later"},
+                 "message": f"{kept_by} could not keep the {self._noun}; retry later"},
                 {"Retry-After": self._retry_after},
             )
         if ack.broker_failure is not None:
@@ -170,9 +171,6 @@ class DurableSender:
             metrics.child(metrics.publish_duration, role).observe(
                 time.perf_counter() - started)
         return ack
-
-
-_NOUNS: Final = {"tasks": "task"}
 
 
 def spooled(ack: Ack) -> dict[str, bool]:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
+
+from service.observability.metrics import LabelledChildren
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        # Labelled children by (metric, label values): every request touches several, and
-        # ``labels()`` validates and locks on each call. Label values come from closed
-        # sets (routes, status codes, kinds, stages, reasons), so this stays small.
-        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+        # Several labelled children per request: each looked up once.
+        self.child = LabelledChildren()
         self.requests = Counter(
             "gateway_requests", "HTTP requests on the callback port by route and status.",
             ["route", "status"], registry=registry,
@@ -63,14 +60,6 @@ class GatewayMetrics:
             "Requests refused: scope=source (failure budget spent, 429), in_flight (503).",
             ["scope"], registry=registry,
         )
-
-    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
-        """``metric.labels(*values)``, built once."""
-        key = (metric, values)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*values)
-        return found
 
     def answered(self, route: str, status: int, seconds: float) -> None:
         self.child(self.requests, route, str(status)).inc()

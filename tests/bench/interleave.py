@@ -33,7 +33,7 @@ from typing import Any
 
 from tests.bench import tools
 from tests.bench.lineup import CEILING, FULL, HTTP_CONTENDERS, Context, launch_gateway
-from tests.bench.load import closed_loop, prepare_tools
+from tests.bench.load import closed_loop, measured_closed_loop, prepare_tools
 from tests.bench.procs import Pinned
 
 TREES = tools.CACHE / "trees"
@@ -83,12 +83,9 @@ def run(trees: list[str], rounds: int, seconds: float, bootstrap: str,
             running[name] = proc
         for number in range(rounds):
             for name, launch in launches.items():
-                before = running[name].cpu_seconds()
-                result = closed_loop(ctx.tools, launch.url, seconds)
-                answered = result["ok_rate"] * result["duration_s"]
+                result = measured_closed_loop(ctx.tools, running[name], launch.url, seconds)
                 rates[name].append(result["ok_rate"])
-                cpu[name].append((running[name].cpu_seconds() - before) / answered * 1e6
-                                 if answered else float("nan"))
+                cpu[name].append(result["cpu_us_per_2xx"])
                 running[name].alive()
             print(f"[interleave] round {number + 1}: "
                   + ", ".join(f"{name} {values[-1]:,.0f}/s" for name, values in rates.items()),

@@ -17,7 +17,14 @@ from typing import Any, Final
 
 import orjson
 
-from tests.bench.load import BODY_FILE, CONNECTIONS, Tools, closed_loop, run_loadgen
+from tests.bench.load import (
+    BODY_FILE,
+    CONNECTIONS,
+    Tools,
+    closed_loop,
+    measured_closed_loop,
+    run_loadgen,
+)
 from tests.bench.procs import SERVER_CPU, BenchError, Pinned, child_env, http_status, pinned
 from tests.bench.tools import REPO
 from tests.harness.loopback import free_port
@@ -198,12 +205,7 @@ def measure_http(ctx: Context, contender: HttpContender,
                 cwd=launch.cwd) as proc:
         proc.wait_until(launch.ready)
         closed_loop(ctx.tools, launch.url, settings.warmup_s)
-        cpu_before = proc.cpu_seconds()
-        maximum = closed_loop(ctx.tools, launch.url, settings.closed_s)
-        answered = maximum["ok_rate"] * maximum["duration_s"]
-        # CPU per answer: unlike the rates, barely moved by other load on a shared machine.
-        maximum["cpu_us_per_2xx"] = ((proc.cpu_seconds() - cpu_before) / answered * 1e6
-                                     if answered else float("nan"))
+        maximum = measured_closed_loop(ctx.tools, proc, launch.url, settings.closed_s)
         proc.alive()
         base = maximum["ok_rate"] or maximum["rate"]
         steps = [run_loadgen(ctx.tools, launch.url, settings.open_s, fraction * base)

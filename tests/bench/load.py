@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 from tests.bench import tools
-from tests.bench.procs import LOADGEN_CPU, BenchError, pinned
+from tests.bench.procs import LOADGEN_CPU, BenchError, Pinned, pinned
 
 BODY_FILE: Final = tools.BENCH_DIR / "complete-two-tracks.json"
 WRK_SCRIPT: Final = tools.BENCH_DIR / "post_body.lua"
@@ -85,6 +85,18 @@ def closed_loop(tool: Tools, url: str, seconds: float) -> dict[str, Any]:
     result["latency_ms"]["p99.9"] = result["latency_ms"].pop("p999")
     return result
 
+
+
+def measured_closed_loop(tool: Tools, proc: Pinned, url: str, seconds: float,
+                         ) -> dict[str, Any]:
+    """:func:`closed_loop` plus ``cpu_us_per_2xx``, the server's own CPU time (every
+    thread) per 2xx answer: unlike the rates, barely moved by other load on the machine."""
+    before = proc.cpu_seconds()
+    result = closed_loop(tool, url, seconds)
+    answered = result["ok_rate"] * result["duration_s"]
+    result["cpu_us_per_2xx"] = ((proc.cpu_seconds() - before) / answered * 1e6
+                                if answered else float("nan"))
+    return result
 
 
 def prepare_tools() -> Tools:

@@ -21,10 +21,9 @@ produces is the gateway's business, and the alerts do not depend on them existin
 
 from __future__ import annotations
 
-from typing import Final, TypeVar
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
 
 from service.contracts.vocabulary import FILE_ROLES
 from service.core.kinds import KIND_NAMES, ONE_SHOT_KIND_NAMES, TRACK_FAMILY_KIND_NAMES
@@ -66,25 +65,6 @@ def code_label(code: object) -> str:
 
 def closed_label(value: object, allowed: tuple[str, ...]) -> str:
     return value if isinstance(value, str) and value in allowed else OTHER
-
-
-Metric = TypeVar("Metric", bound=MetricWrapperBase)
-
-
-class LabelledChildren:
-    """Labelled children looked up once: ``labels()`` validates its values and takes a lock
-    on every call, several times a record's whole update. Bounded, since every label
-    value comes from a closed set."""
-
-    def __init__(self) -> None:
-        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
-
-    def __call__(self, metric: Metric, *values: str) -> Metric:
-        key = (metric, values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child  # type: ignore[return-value]  # labels() returns the metric's own type
 
 
 def stages_of(kind: str) -> tuple[str, ...]:

@@ -49,7 +49,6 @@ from service.consumers.metrics.exporter import (
     KIND_LABELS,
     ROLE_LABELS,
     STAGES,
-    LabelledChildren,
     MusicMetrics,
     closed_label,
     code_label,
@@ -57,6 +56,7 @@ from service.consumers.metrics.exporter import (
 from service.consumers.metrics.state import EvictionCounts, Partition, TaskStates
 from service.core.timefmt import epoch_seconds
 from service.kafka.consumer import Record
+from service.observability.metrics import LabelledChildren
 from service.observability.tracing import from_kafka_headers
 
 log = structlog.get_logger("service.consumers.metrics.message")
