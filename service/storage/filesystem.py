@@ -1,11 +1,15 @@
 """Object storage on a local (or mounted) directory.
 
 Layout: the object at ``<root>/<key>`` and its metadata in the sidecar
-``<root>/<key>.json``. Both are written atomically (temporary file in the same
-directory, ``fsync``, ``rename``, ``fsync`` of the directory). ``put_file`` first removes
-an existing sidecar, then writes the object, then the sidecar: a crash at any point
-leaves either the old complete pair, or an object without sidecar, which ``stat``
-reports as absent so the next attempt rewrites it.
+``<root>/<key>.json``. Both are written atomically: each to a temporary file in the same
+directory, both ``fsync``ed, renamed into place (the object first), then one ``fsync`` of
+the directory for both renames, and one of each directory's parent that ``put_file``
+created (else a crash could lose the new directory with everything in it). A key seen
+before is replaced with its old sidecar removed first, and with a directory ``fsync``
+between the two renames, so a sidecar never describes an object that is not the one on
+disk. A crash at any point leaves the old complete pair, or an object without its sidecar
+(or a sidecar without its object), which ``stat`` reports as absent so the next attempt
+rewrites it.
 """
 
 from __future__ import annotations
@@ -77,21 +81,38 @@ class FilesystemStore:
             raise StorageError(f"cannot write {target.as_uri()}: {exc}") from exc
 
     def _put_sync(self, target: Path, source: Path, metadata: ObjectMetadata) -> None:
+        document = {"format": _SIDECAR_FORMAT, **metadata.to_json()}
+        encoded = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
         with source.open("rb") as src:
             size = os.fstat(src.fileno()).st_size
             if size != metadata.size:
                 raise ValueError(f"metadata.size is {metadata.size} but {source} has "
                                  f"{size} bytes")
-            target.parent.mkdir(parents=True, exist_ok=True)
+            created = _make_directories(target.parent)
             sidecar = self._sidecar_path(target)
+            replacing = target.exists()
             # An old sidecar must not describe the new object while it is being replaced.
             with contextlib.suppress(FileNotFoundError):
                 sidecar.unlink()
+                replacing = True
                 _fsync_directory(target.parent)
-            _write_atomically(target, lambda dst: shutil.copyfileobj(src, dst, _COPY_BUFFER))
-        document = {"format": _SIDECAR_FORMAT, **metadata.to_json()}
-        encoded = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
-        _write_atomically(sidecar, lambda dst: dst.write(encoded))
+            object_temporary = _write_temporary(
+                target, lambda dst: shutil.copyfileobj(src, dst, _COPY_BUFFER))
+        try:
+            sidecar_temporary = _write_temporary(sidecar, lambda dst: dst.write(encoded))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                object_temporary.unlink()
+            raise
+        object_temporary.replace(target)
+        if replacing:
+            _fsync_directory(target.parent)
+        sidecar_temporary.replace(sidecar)
+        _fsync_directory(target.parent)
+        # Last: on a journalling filesystem the fsyncs above have already committed the
+        # new directories, so these cost next to nothing there; elsewhere they are needed.
+        for parent in created:
+            _fsync_directory(parent)
 
     async def check(self) -> None:
         try:
@@ -108,8 +129,24 @@ class FilesystemStore:
         return None
 
 
-def _write_atomically(target: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write via a temporary file beside ``target``, fsync it, rename it over ``target``."""
+def _make_directories(directory: Path) -> list[Path]:
+    """``mkdir -p``; returns the parents whose entries changed (to fsync), deepest first."""
+    missing: list[Path] = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    parents: list[Path] = []
+    for path in reversed(missing):
+        # Made meanwhile by a concurrent put of a sibling key: its parent is fsynced here
+        # too, so this put does not return before the directory is durable.
+        with contextlib.suppress(FileExistsError):
+            path.mkdir()
+        parents.append(path.parent)
+    return parents[::-1]
+
+
+def _write_temporary(target: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write a temporary file beside ``target`` and fsync it; the caller renames it."""
     while True:
         temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
         try:
@@ -122,12 +159,11 @@ def _write_atomically(target: Path, write: Callable[[IO[bytes]], object]) -> Non
             write(dst)
             dst.flush()
             os.fsync(dst.fileno())
-        temporary.replace(target)
     except BaseException:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
-    _fsync_directory(target.parent)
+    return temporary
 
 
 def _fsync_directory(directory: Path) -> None:

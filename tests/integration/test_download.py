@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import socket
+import tempfile
+import threading
 import time
 import wave
 from collections.abc import Callable
@@ -149,6 +152,38 @@ async def test_happy_path_downloads_real_wav(
         assert parsed.getnframes() == 2 * 22050
     assert leftovers(tmp_path) == ["song.wav"]
     assert {port for _, port in jail.connects} == {server.port}
+
+
+async def test_file_operations_run_off_the_event_loop(
+    servers: Servers, sessions: SessionFactory, tmp_path: Path, jail: Jail,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Creating and renaming a file wait for the filesystem's journal (busy with the
+    store's fsyncs): on the loop they would stall every other download and report."""
+    threads: dict[str, set[str]] = {"mkstemp": set(), "replace": set()}
+    real_mkstemp, real_replace = tempfile.mkstemp, os.replace
+
+    def spying_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        threads["mkstemp"].add(threading.current_thread().name)
+        return real_mkstemp(*args, **kwargs)
+
+    def spying_replace(source: Any, target: Any) -> None:
+        threads["replace"].add(threading.current_thread().name)
+        real_replace(source, target)
+
+    monkeypatch.setattr(tempfile, "mkstemp", spying_mkstemp)
+    monkeypatch.setattr(os, "replace", spying_replace)
+    server = await servers.start({"/song.wav": wav_handler()})
+    dest = tmp_path / "song.wav"
+
+    result = await download_to_file(sessions(), server.at("/song.wav"), dest, LIMITS, LOOPBACK_OK)
+
+    assert result.size == len(WAV) == dest.stat().st_size
+    loop_thread = threading.current_thread().name
+    assert threads["mkstemp"]
+    assert loop_thread not in threads["mkstemp"]
+    assert threads["replace"]
+    assert loop_thread not in threads["replace"]
 
 
 @pytest.mark.parametrize(

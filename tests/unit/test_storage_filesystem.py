@@ -132,19 +132,20 @@ async def test_crash_while_writing_object_leaves_nothing_visible(
 
 async def test_crash_between_object_and_sidecar_reads_as_absent(
         store: FilesystemStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real: Callable[..., None] = filesystem_module._write_atomically
+    real: Callable[..., Path] = filesystem_module._write_temporary
 
-    def write_object_only(target: Path, write: Callable[..., object]) -> None:
+    def write_object_only(target: Path, write: Callable[..., object]) -> Path:
         if target.name.endswith(".json"):
             raise OSError(28, "No space left on device")
-        real(target, write)
+        return real(target, write)
 
-    monkeypatch.setattr(filesystem_module, "_write_atomically", write_object_only)
+    monkeypatch.setattr(filesystem_module, "_write_temporary", write_object_only)
     content = b"payload"
     with pytest.raises(StorageError, match="No space left"):
         await store.put_file("t/audio", _file(tmp_path, content), _metadata(content))
     assert await store.stat("t/audio") is None
-    monkeypatch.setattr(filesystem_module, "_write_atomically", real)
+    assert _all_files(store.root) == []  # neither the object nor a temporary file
+    monkeypatch.setattr(filesystem_module, "_write_temporary", real)
     await store.put_file("t/audio", _file(tmp_path, content), _metadata(content))
     assert await store.stat("t/audio") == _metadata(content)
 
@@ -246,3 +247,63 @@ def test_open_store_file_url(tmp_path: Path) -> None:
 def test_open_store_rejects_bad_urls(url: str) -> None:
     with pytest.raises(ConfigError, match=r"^ARCHIVE_STORAGE_URL: "):
         open_store(url, Env({}))
+
+
+def _spy_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every fsync as ``dir:<path>`` or ``file:<name>`` (the name without the
+    temporary file's random part), in order."""
+    calls: list[str] = []
+    real_fsync = os.fsync
+
+    def spying_fsync(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if path.is_dir():
+            calls.append(f"dir:{path}")
+        else:
+            calls.append("file:" + path.name[1:].rsplit(".", 2)[0])  # .audio.<hex>.tmp → audio
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spying_fsync)
+    return calls
+
+
+async def test_new_key_fsyncs_both_files_then_its_directory_once_then_new_parents(
+        store: FilesystemStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.root.mkdir()
+    calls = _spy_fsyncs(monkeypatch)
+    content = b"new object"
+    await store.put_file("task/track/audio", _file(tmp_path, content), _metadata(content))
+
+    # Both renames share one directory fsync; the two directories made for the key are
+    # made durable in their parents (else a crash could lose them with the object).
+    root = store.root
+    assert calls == ["file:audio", "file:audio.json", f"dir:{root / 'task' / 'track'}",
+                     f"dir:{root / 'task'}", f"dir:{root}"]
+    assert await store.stat("task/track/audio") == _metadata(content)
+
+    calls.clear()
+    await store.put_file("task/track/cover", _file(tmp_path, content), _metadata(content))
+    assert calls == ["file:cover", "file:cover.json", f"dir:{root / 'task' / 'track'}"]
+
+
+async def test_replacing_a_key_fsyncs_the_directory_between_the_renames(
+        store: FilesystemStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old, new = b"old", b"new bytes"
+    await store.put_file("k/audio", _file(tmp_path, old), _metadata(old))
+    calls = _spy_fsyncs(monkeypatch)
+    renamed: list[str] = []
+    real_replace = Path.replace
+
+    def spying_replace(self: Path, target: Path) -> Path:
+        renamed.append(f"{Path(target).name} after {len(calls)} fsyncs")
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", spying_replace)
+    await store.put_file("k/audio", _file(tmp_path, new), _metadata(new))
+
+    directory = f"dir:{store.root / 'k'}"
+    # The old sidecar goes first (and durably); the new one is renamed only once the new
+    # object's rename is durable, so it never describes the old bytes.
+    assert calls == [directory, "file:audio", "file:audio.json", directory, directory]
+    assert renamed == ["audio after 3 fsyncs", "audio.json after 4 fsyncs"]
+    assert await store.stat("k/audio") == _metadata(new)

@@ -171,14 +171,19 @@ class ArchiveProcessor:
             async with self._slots:
                 self.metrics.in_flight_downloads.inc()
                 dest = self.tmp_dir / uuid.uuid4().hex
+                removed = False
                 try:
                     fetched = await self.fetcher.first_that_works(job, dest)
                     if not isinstance(fetched, Failure):
-                        return await self._store(job, *fetched)
+                        stored = await self._store(job, *fetched)
+                        # Off the loop: see download._stream_to_file.
+                        await asyncio.to_thread(_remove, dest)
+                        removed = True
+                        return stored
                 finally:
                     self.metrics.in_flight_downloads.dec()
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(dest)  # synchronous: must also run when cancelled
+                    if not removed:
+                        _remove(dest)  # synchronous: must also run when cancelled
             if fetched.transient and self.circuit.is_open:
                 log.warning("object_held", object=job.role, track_id=job.track_id,
                             reason=fetched.reason, retry_in_s=self.circuit.remaining_cooldown())
@@ -208,3 +213,8 @@ def _context(record: Record, value: dict[str, object]) -> EventContext:
     header_id = next((raw for name, raw in headers if name == "ce_id"), b"")
     event_id = text(value.get("event_id")) or (header_id or b"").decode("utf-8", "replace")
     return EventContext(event_id, record.topic, record.partition, record.offset, traceparent)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
