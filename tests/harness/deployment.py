@@ -19,7 +19,7 @@ OVERLAYS = ("dev", "prod")
 TOOLS = REPO / ".cache" / "tools" / "bin"
 # The Kubernetes version the rendered objects are validated against (kubernetes-validate).
 KUBERNETES_VERSION = "1.34"
-PROCESSES = ("gateway", "archiver", "metrics")
+PROCESSES = ("gateway", "archiver", "metrics", "reconciler")
 
 Resource = dict[str, Any]
 _ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")

@@ -24,6 +24,8 @@ from tests.harness.paths import REPO
 
 COMPOSE = DEPLOY / "compose.yaml"
 ADMIN_PORTS = {"gateway": 8081, "archiver": 8082, "metrics": 8083}
+# Behind a profile (it needs the provider's API key): not started, not scraped by default.
+OPTIONAL_ADMIN_PORTS = {"reconciler": 8084}
 REQUIRED = {"kafka", "minio", "gateway", "archiver", "metrics", "prometheus", "grafana"}
 
 
@@ -55,7 +57,9 @@ def mounts(service: dict[str, Any]) -> dict[str, Path]:
 
 def test_the_stack_has_every_component() -> None:
     assert set(services()) >= REQUIRED
-    assert set(ours()) == {"topics", "gateway", "archiver", "metrics"}
+    assert set(ours()) == {"topics", "gateway", "archiver", "metrics", "reconciler"}
+    for name, service in ours().items():
+        assert ("profiles" in service) == (name in OPTIONAL_ADMIN_PORTS), name
 
 
 def test_kafka_runs_kraft_at_the_version_the_suite_tests() -> None:
@@ -75,15 +79,16 @@ def test_prometheus_is_pinned_to_a_release() -> None:
     assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", image), image
 
 
-@pytest.mark.parametrize("name", ["topics", "gateway", "archiver", "metrics"])
+@pytest.mark.parametrize("name", ["topics", "gateway", "archiver", "metrics", "reconciler"])
 def test_every_process_runs_a_real_command_with_known_variables(name: str) -> None:
     service = ours()[name]
     build_parser().parse_args(service["command"])  # exits on an unknown command
     variables = set(service["environment"])
     unknown = variables - variables_read_by_the_code()
     assert not unknown, f"{name} sets variables no code reads: {unknown}"
-    if name in ADMIN_PORTS:
-        assert service["environment"]["ADMIN_PORT"] == str(ADMIN_PORTS[name])
+    if name in ADMIN_PORTS | OPTIONAL_ADMIN_PORTS:
+        assert service["environment"]["ADMIN_PORT"] == str(
+            (ADMIN_PORTS | OPTIONAL_ADMIN_PORTS)[name])
         assert "ADMIN_PORT" in " ".join(service["healthcheck"]["test"])
     assert service["read_only"] is True
     assert service["cap_drop"] == ["ALL"]
@@ -141,11 +146,13 @@ def test_mounts_dependencies_ports_and_secrets_are_sound() -> None:
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
     # secrets come from the operator's environment, never from this file
-    secret_like = re.compile(r"^(.*(PASSWORD|SECRET_ACCESS_KEY|TOKENS))$")
+    # (required with ":?", or, behind a profile, left empty for the process to refuse)
+    secret_like = re.compile(r"^(.*(PASSWORD|SECRET_ACCESS_KEY|TOKENS|API_KEY))$")
     for name, service in services().items():
+        required = r"\$\{[A-Z_]+:-\}" if "profiles" in service else r"\$\{[A-Z_]+:\?[^}]+\}"
         for variable, value in (service.get("environment") or {}).items():
             if secret_like.match(variable):
-                assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", str(value)), (name, variable)
+                assert re.fullmatch(required, str(value)), (name, variable)
 
 
 def test_the_documented_commands_name_this_file() -> None:

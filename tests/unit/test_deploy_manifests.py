@@ -18,6 +18,7 @@ import pytest
 
 from service.__main__ import COMMANDS
 from service.config.env import Env
+from service.config.reconciler import read_base_url
 from service.config.shared import TopicNames
 from service.kafka.health import cluster_unreachable
 from service.kafka.producer import KafkaPublisher
@@ -41,7 +42,7 @@ from tests.harness.deployment import (
     workloads,
 )
 
-DEFAULT_ADMIN_PORTS = {"gateway": 8081, "archiver": 8082, "metrics": 8083}
+DEFAULT_ADMIN_PORTS = {"gateway": 8081, "archiver": 8082, "metrics": 8083, "reconciler": 8084}
 NAMESPACES = {"dev": "music-callbacks-dev", "prod": "music-callbacks"}
 SECRET_NAMED = ("PASSWORD", "TOKENS", "KEY", "SECRET", "SECRETS")
 
@@ -158,6 +159,7 @@ def test_readiness_timeouts_are_longer_than_the_checks_they_wait_for() -> None:
         "metrics": kafka_check,  # the consumer does
         # consumer, then producer, then the object store, one after the other
         "archiver": 2 * kafka_check + _default(S3Store.__init__, "check_timeout_seconds"),
+        "reconciler": kafka_check,  # its producer does (the rebuild is a flag)
     }
     for overlay in OVERLAYS:
         for process, seconds in worst_case.items():
@@ -343,14 +345,19 @@ def test_callbacks_reach_the_gateway_only_from_the_ingress_controller(overlay: s
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_archiver_reaches_only_the_public_internet_dns_and_kafka(overlay: str) -> None:
+@pytest.mark.parametrize(("process", "ports"), [("archiver", {80, 443}),
+                                                ("reconciler", {443})])
+def test_downloaders_reach_only_the_public_internet_dns_and_kafka(
+        overlay: str, process: str, ports: set[int]) -> None:
+    """The archiver fetches provider URLs, the reconciler asks the provider's API: neither
+    may reach a private, link-local (cloud metadata) or loopback address."""
     resources = rendered(overlay)
     must_exclude = [ipaddress.ip_network(n) for n in (
         "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10",
         "127.0.0.0/8", "fc00::/7", "fe80::/10")]
     internet_ports: set[int] = set()
     peers_namespaces: set[str | None] = set()
-    for policy in policies_for(resources, "archiver", "Egress"):
+    for policy in policies_for(resources, process, "Egress"):
         for rule in policy["spec"].get("egress", []):
             assert rule.get("to"), f"{policy['metadata']['name']}: egress open to everyone"
             assert rule.get("ports"), f"{policy['metadata']['name']}: egress on every port"
@@ -365,8 +372,29 @@ def test_the_archiver_reaches_only_the_public_internet_dns_and_kafka(overlay: st
                         assert any(forbidden.subnet_of(e) for e in excepted  # type: ignore[arg-type]
                                    if e.version == forbidden.version), (block, forbidden)
                 internet_ports |= {port["port"] for port in rule["ports"]}
-    assert internet_ports == {80, 443}
+    assert internet_ports == ports
     assert peers_namespaces == {"kube-system", "kafka"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_one_reconciler_runs_never_two(overlay: str) -> None:
+    """It reads every partition without a consumer group: two would poll twice as often."""
+    reconciler = workload_of(rendered(overlay), "reconciler")
+    assert reconciler["kind"] == "Deployment"
+    assert reconciler["spec"]["replicas"] == 1
+    assert reconciler["spec"]["strategy"] == {"type": "Recreate"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_reconciler_has_its_provider_api_url_and_key_file(overlay: str) -> None:
+    resources = rendered(overlay)
+    config = config_data(resources)
+    seen = container_env(main_container(workload_of(resources, "reconciler")), config)
+    env = Env({name: value for name, value in seen.items() if value is not None})
+    assert read_base_url(env).startswith("https://")
+    # Only the file's path is configured; the Secret it is mounted from is created out of band.
+    assert env.optional_text("PROVIDER_API_KEY") is None
+    assert (env.optional_text("PROVIDER_API_KEY_FILE") or "").startswith("/etc/provider-api/")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
