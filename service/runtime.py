@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -30,6 +31,9 @@ log = structlog.get_logger(__name__)
 
 EXIT_OK: Final = 0
 EXIT_CRASHED: Final = 1
+
+# Allocations (net) between two young-generation collections; CPython's default is 700.
+_YOUNG_GC_THRESHOLD: Final = 50_000
 
 T = TypeVar("T")
 
@@ -97,11 +101,25 @@ async def listening(listeners: list[Listener], *, shutdown_timeout: float,
             runners.append(runner)
             log.info("listening", listener=listener.name, host=listener.host,
                      port=bound_port(runner) or listener.port)
+        settle_garbage_collector()
         yield
     finally:
         for runner in runners:
             await runner.cleanup()
         log.info("stopped")
+
+
+def settle_garbage_collector() -> None:
+    """Once the process is set up: what start-up built (modules, compiled schemas, clients)
+    lives as long as the process, so it is frozen out of the collector's passes, and the
+    young generation is collected every 50,000 allocations instead of 700: a request or a
+    message allocates a few hundred objects and frees nearly all of them by reference
+    counting, so the frequent passes found little and cost the gateway about 5 % of its CPU
+    per answer (interleaved A/B, gc disabled and this both 387 → 364 µs). Cycles are still
+    collected, a little later; RSS stays flat at half load over 10 minutes (make bench)."""
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(_YOUNG_GC_THRESHOLD, older, oldest)
 
 
 async def serve(listeners: list[Listener], *, shutdown: ShutdownFlag,

@@ -104,10 +104,15 @@ class FilesystemStore:
             with contextlib.suppress(OSError):
                 object_temporary.unlink()
             raise
-        object_temporary.replace(target)
-        if replacing:
-            _fsync_directory(target.parent)
-        sidecar_temporary.replace(sidecar)
+        try:
+            object_temporary.replace(target)
+            if replacing:
+                _fsync_directory(target.parent)
+            sidecar_temporary.replace(sidecar)
+        except BaseException:
+            for temporary in (object_temporary, sidecar_temporary):
+                temporary.unlink(missing_ok=True)
+            raise
         _fsync_directory(target.parent)
         # Last: on a journalling filesystem the fsyncs above have already committed the
         # new directories, so these cost next to nothing there; elsewhere they are needed.
