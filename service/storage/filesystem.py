@@ -98,20 +98,17 @@ class FilesystemStore:
                 _fsync_directory(target.parent)
             object_temporary = _write_temporary(
                 target, lambda dst: shutil.copyfileobj(src, dst, _COPY_BUFFER))
+        temporaries = [object_temporary]
         try:
-            sidecar_temporary = _write_temporary(sidecar, lambda dst: dst.write(encoded))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                object_temporary.unlink()
-            raise
-        try:
+            temporaries.append(_write_temporary(sidecar, lambda dst: dst.write(encoded)))
             object_temporary.replace(target)
             if replacing:
                 _fsync_directory(target.parent)
-            sidecar_temporary.replace(sidecar)
+            temporaries[1].replace(sidecar)
         except BaseException:
-            for temporary in (object_temporary, sidecar_temporary):
-                temporary.unlink(missing_ok=True)
+            for temporary in temporaries:  # a renamed one is gone already
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
             raise
         _fsync_directory(target.parent)
         # Last: on a journalling filesystem the fsyncs above have already committed the

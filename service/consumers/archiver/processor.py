@@ -30,8 +30,6 @@ Failure policy (what is the data's fault, what is an outage):
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -177,13 +175,13 @@ class ArchiveProcessor:
                     if not isinstance(fetched, Failure):
                         stored = await self._store(job, *fetched)
                         # Off the loop: see download._stream_to_file.
-                        await asyncio.to_thread(_remove, dest)
+                        await asyncio.to_thread(dest.unlink, missing_ok=True)
                         removed = True
                         return stored
                 finally:
                     self.metrics.in_flight_downloads.dec()
                     if not removed:
-                        _remove(dest)  # synchronous: must also run when cancelled
+                        dest.unlink(missing_ok=True)  # synchronous: must also run when cancelled
             if fetched.transient and self.circuit.is_open:
                 log.warning("object_held", object=job.role, track_id=job.track_id,
                             reason=fetched.reason, retry_in_s=self.circuit.remaining_cooldown())
@@ -213,8 +211,3 @@ def _context(record: Record, value: dict[str, object]) -> EventContext:
     header_id = next((raw for name, raw in headers if name == "ce_id"), b"")
     event_id = text(value.get("event_id")) or (header_id or b"").decode("utf-8", "replace")
     return EventContext(event_id, record.topic, record.partition, record.offset, traceparent)
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
