@@ -141,7 +141,10 @@ class ObjectStore(Protocol):
         """Store the local file ``path`` under ``key`` with ``metadata``, atomically.
 
         Streams the file (never reads it whole). ``metadata.size`` must equal the file's
-        size (``ValueError`` otherwise). Overwrites an existing object.
+        size (``ValueError`` otherwise). Overwrites an existing object. The store may keep
+        the file itself rather than a copy (the filesystem store hard-links a file on its
+        own filesystem, which then keeps its mode): do not write to it afterwards;
+        removing it is fine.
         """
         ...
 

@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import os
 import socket
-import tempfile
 import threading
 import time
 import wave
@@ -152,6 +151,10 @@ async def test_happy_path_downloads_real_wav(
         assert parsed.getnframes() == 2 * 22050
     assert leftovers(tmp_path) == ["song.wav"]
     assert {port for _, port in jail.connects} == {server.port}
+    # The mode of any new file, not mkstemp's 0o600: the store may keep this very file.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 async def test_file_operations_run_off_the_event_loop(
@@ -160,18 +163,19 @@ async def test_file_operations_run_off_the_event_loop(
 ) -> None:
     """Creating and renaming a file wait for the filesystem's journal (busy with the
     store's fsyncs): on the loop they would stall every other download and report."""
-    threads: dict[str, set[str]] = {"mkstemp": set(), "replace": set()}
-    real_mkstemp, real_replace = tempfile.mkstemp, os.replace
+    threads: dict[str, set[str]] = {"create": set(), "replace": set()}
+    real_open, real_replace = os.open, os.replace
 
-    def spying_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
-        threads["mkstemp"].add(threading.current_thread().name)
-        return real_mkstemp(*args, **kwargs)
+    def spying_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(".part"):
+            threads["create"].add(threading.current_thread().name)
+        return real_open(path, flags, *args, **kwargs)
 
     def spying_replace(source: Any, target: Any) -> None:
         threads["replace"].add(threading.current_thread().name)
         real_replace(source, target)
 
-    monkeypatch.setattr(tempfile, "mkstemp", spying_mkstemp)
+    monkeypatch.setattr(os, "open", spying_open)
     monkeypatch.setattr(os, "replace", spying_replace)
     server = await servers.start({"/song.wav": wav_handler()})
     dest = tmp_path / "song.wav"
@@ -180,8 +184,8 @@ async def test_file_operations_run_off_the_event_loop(
 
     assert result.size == len(WAV) == dest.stat().st_size
     loop_thread = threading.current_thread().name
-    assert threads["mkstemp"]
-    assert loop_thread not in threads["mkstemp"]
+    assert threads["create"]
+    assert loop_thread not in threads["create"]
     assert threads["replace"]
     assert loop_thread not in threads["replace"]
 

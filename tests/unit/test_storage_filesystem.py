@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -150,10 +151,61 @@ async def test_crash_between_object_and_sidecar_reads_as_absent(
     assert await store.stat("t/audio") == _metadata(content)
 
 
+def _cannot_link(monkeypatch: pytest.MonkeyPatch, error: int = errno.EXDEV) -> None:
+    def failing_link(source: object, target: object) -> None:
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "link", failing_link)
+
+
+async def test_a_file_on_the_same_filesystem_is_linked_not_copied(
+        store: FilesystemStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    content = os.urandom(70_000)
+    source = _file(tmp_path, content)
+    copies: list[object] = []
+    monkeypatch.setattr(shutil, "copyfileobj", lambda *args: copies.append(args))
+
+    await store.put_file("t/audio", source, _metadata(content))
+
+    stored = store.root / "t" / "audio"
+    assert copies == []
+    assert stored.stat().st_ino == source.stat().st_ino
+    source.unlink()  # what the archiver does next: the object stays
+    assert stored.read_bytes() == content
+    assert await store.stat("t/audio") == _metadata(content)
+    assert _all_files(store.root) == ["t/audio", "t/audio.json"]
+
+
+@pytest.mark.parametrize("error", [errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP])
+async def test_a_file_that_cannot_be_linked_is_copied(
+        store: FilesystemStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        error: int) -> None:
+    content = os.urandom(5000)
+    source = _file(tmp_path, content)
+    _cannot_link(monkeypatch, error)
+
+    await store.put_file("t/audio", source, _metadata(content))
+
+    stored = store.root / "t" / "audio"
+    assert stored.stat().st_ino != source.stat().st_ino
+    assert stored.read_bytes() == content == source.read_bytes()
+    assert _all_files(store.root) == ["t/audio", "t/audio.json"]
+
+
+async def test_other_link_failures_are_storage_errors(
+        store: FilesystemStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    content = b"bytes"
+    _cannot_link(monkeypatch, errno.ENOSPC)
+    with pytest.raises(StorageError, match="No space left"):
+        await store.put_file("t/audio", _file(tmp_path, content), _metadata(content))
+    assert await store.stat("t/audio") is None
+
+
 async def test_large_file_is_copied_in_chunks(store: FilesystemStore, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     content = os.urandom(5 * 1024 * 1024 + 17)
     source = _file(tmp_path, content)
+    _cannot_link(monkeypatch)  # on another filesystem
     largest_write = 0
     real_copy = shutil.copyfileobj
 

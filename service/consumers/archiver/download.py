@@ -24,7 +24,7 @@ import dataclasses
 import hashlib
 import os
 import re
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
@@ -205,8 +205,15 @@ def _write_and_hash(fh: BinaryIO, hasher: hashlib._Hash, chunk: bytes) -> None:
 
 
 def _create_part(dest: Path) -> tuple[BinaryIO, Path]:
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    return os.fdopen(fd, "wb"), Path(name)
+    """A new file beside ``dest`` with the mode any new file gets (0o666 less the umask,
+    not mkstemp's 0o600): the store may keep this very file as the archived object."""
+    while True:
+        part = dest.with_name(f".{dest.name}.{secrets.token_hex(8)}.part")
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:  # pragma: no cover - 64 random bits collided
+            continue
+        return os.fdopen(fd, "wb"), part
 
 
 def _close_and_rename(fh: BinaryIO, tmp: Path, dest: Path) -> None:
