@@ -12,6 +12,7 @@ and loopback refusals are checked against canary listeners that must accept noth
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import socket
@@ -28,6 +29,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from service.consumers.archiver import download as download_module
 from service.consumers.archiver.download import (
     DownloadLimits,
     download_to_file,
@@ -188,6 +190,87 @@ async def test_file_operations_run_off_the_event_loop(
     assert loop_thread not in threads["create"]
     assert threads["replace"]
     assert loop_thread not in threads["replace"]
+
+
+def _count_part_writes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How often a download hands its bytes to a thread: ``write`` batches, ``finish``."""
+    calls = {"write": 0, "finish": 0}
+    for name in calls:
+        real = getattr(download_module._PartFile, name)
+
+        def counting(self: Any, *args: Any, _name: str = name, _real: Any = real) -> None:
+            calls[_name] += 1
+            _real(self, *args)
+
+        monkeypatch.setattr(download_module._PartFile, name, counting)
+    return calls
+
+
+async def test_a_large_body_is_written_in_batches_not_per_read(
+    servers: Servers, sessions: SessionFactory, tmp_path: Path, jail: Jail,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = os.urandom(2 * download_module.WRITE_BATCH + 12_345)
+
+    async def dribbled(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "audio/mpeg"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for start in range(0, len(body), 8_000):  # about 330 network reads
+            await resp.write(body[start : start + 8_000])
+        await resp.write_eof()
+        return resp
+
+    calls = _count_part_writes(monkeypatch)
+    server = await servers.start({"/song.mp3": dribbled})
+    dest = tmp_path / "song.mp3"
+
+    limits = dataclasses.replace(LIMITS, max_bytes=len(body))
+    result = await download_to_file(sessions(), server.at("/song.mp3"), dest, limits, LOOPBACK_OK)
+
+    assert dest.read_bytes() == body
+    assert result.sha256 == hashlib.sha256(body).hexdigest()
+    # A batch goes once WRITE_BATCH bytes are held; the rest goes with the rename.
+    assert calls["finish"] == 1
+    assert 1 <= calls["write"] <= len(body) // download_module.WRITE_BATCH
+    assert leftovers(tmp_path) == ["song.mp3"]
+
+
+async def test_a_small_body_takes_one_thread_hop(
+    servers: Servers, sessions: SessionFactory, tmp_path: Path, jail: Jail,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _count_part_writes(monkeypatch)
+    server = await servers.start({"/song.wav": wav_handler()})
+    await download_to_file(sessions(), server.at("/song.wav"), tmp_path / "song.wav", LIMITS,
+                           LOOPBACK_OK)
+    assert calls == {"write": 0, "finish": 1}
+
+
+async def test_a_download_cancelled_midway_leaves_no_file(
+    servers: Servers, sessions: SessionFactory, tmp_path: Path, jail: Jail,
+) -> None:
+    first_batch_sent = asyncio.Event()
+
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "audio/mpeg"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(os.urandom(download_module.WRITE_BATCH + 1))
+        first_batch_sent.set()
+        await asyncio.sleep(30)
+        return resp
+
+    server = await servers.start({"/song.mp3": stalls})
+    limits = dataclasses.replace(LIMITS, max_bytes=4 * download_module.WRITE_BATCH)
+    download = asyncio.create_task(download_to_file(
+        sessions(), server.at("/song.mp3"), tmp_path / "song.mp3", limits, LOOPBACK_OK))
+    await first_batch_sent.wait()
+    await asyncio.sleep(0.2)  # the first batch reaches its thread and the part file
+    download.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await download
+    assert leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize(
