@@ -21,7 +21,7 @@ LOCKS := deploy/requirements.lock deploy/requirements-build.lock
 WHEELS := .cache/wheels
 WHEELS_STAMP := $(WHEELS)/.fetched-$(shell cat $(LOCKS) | sha256sum | cut -c1-12)
 
-.PHONY: run test lint bench bench-smoke bench-tools install fetch-services fetch-deploy-tools lock clean help
+.PHONY: run test lint bench bench-smoke bench-tools bench-image-venv install fetch-services fetch-deploy-tools lock clean help
 
 help:
 	@echo "make run    start the local stack (embedded broker, gateway, archiver, metrics)"
@@ -97,7 +97,20 @@ bench-tools:
 	      || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)); } \
 	  || echo "wrk not installed (needs root and apt-get): the Go load generator measures instead"
 
-bench: $(STAMP) fetch-services bench-tools
+# The service's processes run in the bench on the image's dependencies only (no dev tools),
+# installed offline from the locked wheels; the code is this tree's (run from the repo).
+IMAGE_VENV := .cache/bench/image-venv
+IMAGE_VENV_STAMP := $(IMAGE_VENV)/.installed-$(shell cat deploy/requirements.lock | sha256sum | cut -c1-12)
+
+$(IMAGE_VENV_STAMP): $(WHEELS_STAMP)
+	@rm -rf $(IMAGE_VENV) && $(PYTHON) -m venv $(IMAGE_VENV)
+	$(IMAGE_VENV)/bin/python -m pip install --quiet --no-index --find-links $(WHEELS) \
+		--require-hashes --no-deps -r deploy/requirements.lock
+	@touch $@
+
+bench-image-venv: $(IMAGE_VENV_STAMP)
+
+bench: $(STAMP) fetch-services bench-tools $(IMAGE_VENV_STAMP)
 	$(PY) -m tests.bench.run_all
 
 bench-smoke: $(STAMP) fetch-services bench-tools

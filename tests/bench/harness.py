@@ -50,6 +50,7 @@ from tests.bench.lineup import (
     Settings,
     measure_http,
     measure_raw_producer,
+    service_python,
 )
 from tests.bench.load import BODY_FILE, CONNECTIONS, prepare_tools
 from tests.bench.phases import measure_consumers, measure_memory, measure_profile
@@ -99,6 +100,9 @@ def run(settings: Settings, bootstrap: str, out: Path, only: set[str],
         "cores": os.cpu_count(), "server_cpu": SERVER_CPU, "loadgen_cpu": LOADGEN_CPU,
         "connections": CONNECTIONS, "body_bytes": BODY_FILE.stat().st_size,
         "closed_loop_generator": closed_by, "load_average_before": load_before,
+        "service_dependencies": ("the image's (deploy/requirements.lock)"
+                                 if service_python() != sys.executable
+                                 else "the development virtualenv's"),
         "contenders": [],
     }
     def gateway_phases(proc: Pinned, url: str, maximum: float) -> None:
@@ -126,7 +130,8 @@ def run(settings: Settings, bootstrap: str, out: Path, only: set[str],
         f"make bench ({report['mode']}): {report['cores']} cores, contenders on core "
         f"{SERVER_CPU}, load generator on core {LOADGEN_CPU}, Kafka broker unpinned; "
         f"closed loop by {closed_by}, {CONNECTIONS} connections, "
-        f"{report['body_bytes']} B callback; load average "
+        f"{report['body_bytes']} B callback; service processes on "
+        f"{report['service_dependencies']} dependencies; load average "
         f"{load_before[0]:.2f} before, {report['load_average_after'][0]:.2f} after")
     return report
 

@@ -32,6 +32,8 @@ from tests.harness.loopback import free_port
 CALLBACK_PATH: Final = "/callbacks/extend-music"
 PARTITIONS: Final = 6  # the gateway's default TOPIC_PARTITIONS, for every topic here
 HALF: Final = 0.5  # the open-loop step the table reports (half the maximum)
+#: A virtualenv with only the image's locked dependencies (``make bench-image-venv``).
+IMAGE_PYTHON: Final = REPO / ".cache" / "bench" / "image-venv" / "bin" / "python"
 
 
 @dataclass(frozen=True)
@@ -106,18 +108,26 @@ def gateway_env(ctx: Context, **overrides: str) -> tuple[dict[str, str], int, in
         ARCHIVED_TOPIC=unique("archived"), ARCHIVE_DLQ_TOPIC=unique("archive-failed"),
         **overrides,
     )
-    done = subprocess.run([sys.executable, "-m", "service", "topics", "ensure"], cwd=REPO,
+    done = subprocess.run([service_python(), "-m", "service", "topics", "ensure"], cwd=REPO,
                           env=env, capture_output=True, text=True, check=False, timeout=60)
     if done.returncode != 0:
         raise BenchError(f"topics ensure failed: {done.stdout[-1500:]}{done.stderr[-1500:]}")
     return env, http_port, admin_port
 
 
+def service_python() -> str:
+    """The interpreter the service's own processes run on in the bench: the image's
+    dependency set (``deploy/requirements.lock`` only, made by ``make bench``), as in
+    production, so that no development tool they would import is measured (structlog
+    imports ``rich`` where it is installed: 3 MiB of RSS). This virtualenv's otherwise."""
+    return str(IMAGE_PYTHON) if IMAGE_PYTHON.exists() else sys.executable
+
+
 def launch_gateway(ctx: Context, **overrides: str) -> Launch:
     env, http_port, admin_port = gateway_env(ctx, **overrides)
     ctx.gateway_topic = env["EVENTS_TOPIC"]
     return Launch(
-        [sys.executable, "-m", "service", "gateway"], env,
+        [service_python(), "-m", "service", "gateway"], env,
         f"http://127.0.0.1:{http_port}{CALLBACK_PATH}?token={ctx.token}",
         lambda: http_status(f"http://127.0.0.1:{admin_port}/readyz") == 200,
     )

@@ -23,7 +23,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config.archiver import ArchiverConfig
-from tests.bench.lineup import HALF, Context, launch_gateway, unique
+from tests.bench.lineup import HALF, Context, launch_gateway, service_python, unique
 from tests.bench.load import BODY_FILE, CONNECTIONS, closed_loop, run_loadgen
 from tests.bench.procs import (
     LOADGEN_CPU,
@@ -278,7 +278,7 @@ def measure_consumers(ctx: Context) -> dict[str, Any]:
         admin_port = free_port()
         metrics_env = child_env(**base_env, ADMIN_HOST="127.0.0.1", ADMIN_PORT=str(admin_port),
                                 METRICS_GROUP_ID=unique("metrics"))
-        with Pinned("metrics-consumer", [sys.executable, "-m", "service", "metrics"],
+        with Pinned("metrics-consumer", [service_python(), "-m", "service", "metrics"],
                     env=metrics_env, log_dir=ctx.logs) as metrics:
             results["metrics"] = time_consumer(metrics, admin_port, "metrics", accepted,
                                                settings.consumer_cap_s)
@@ -307,7 +307,7 @@ def run_archiver(ctx: Context, base_env: dict[str, str], archive: str, name: str
         **base_env, ADMIN_HOST="127.0.0.1", ADMIN_PORT=str(admin_port),
         ARCHIVER_GROUP_ID=unique("archiver"), ARCHIVE_ALLOW_LOOPBACK="true",
         ARCHIVE_STORAGE_URL=Path(archive).as_uri())
-    with Pinned(name, [sys.executable, "-m", "service", "archiver"],
+    with Pinned(name, [service_python(), "-m", "service", "archiver"],
                 env=archiver_env, log_dir=ctx.logs) as archiver:
         return time_consumer(archiver, admin_port, "archiver", expected,
                              ctx.settings.consumer_cap_s)
