@@ -11,9 +11,10 @@ ratios are taken within a round before the median.
 
 A TREE is ``.`` (this worktree) or a git revision (``HEAD~3``, a branch, a commit), whose
 ``service/`` and ``schemas/`` are exported with ``git archive`` into ``.cache/bench/trees``;
-every gateway runs with this worktree's virtualenv and production defaults, unless the
-TREE names settings to change after a colon (``.:KAFKA_COMPRESSION_TYPE=zstd,LINGER=1``):
-the same tree can be compared with itself under other settings.
+every gateway runs on the bench's interpreter (``lineup.service_python``) and production
+defaults, unless the TREE names settings to change after a colon
+(``.:KAFKA_COMPRESSION_TYPE=zstd,LINGER=1``): the same tree can be compared with itself
+under other settings.
 """
 
 from __future__ import annotations
