@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import os
 import secrets
@@ -38,10 +37,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 _COPY_BUFFER = 1024 * 1024
-# os.link's errors that mean "copy instead": another filesystem, no hard links there, the
-# file's link count at its maximum.
-_CANNOT_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP,
-                          errno.EMLINK, errno.EACCES})
 _SIDECAR_FORMAT = 1
 
 
@@ -165,17 +160,17 @@ def _temporary_name(target: Path) -> Path:
 
 def _link_temporary(target: Path, source: Path) -> Path | None:
     """Hard-link ``source`` beside ``target`` and fsync it; None where it cannot be linked
-    (another filesystem, or one without hard links): the caller copies instead."""
+    (another filesystem, one without hard links, whatever a mount answers: EXDEV, EPERM,
+    EOPNOTSUPP, ENOSYS...): the caller copies instead, and a real problem (a full disk, an
+    I/O error) surfaces there."""
     while True:
         temporary = _temporary_name(target)
         try:
             os.link(source, temporary)
         except FileExistsError:  # pragma: no cover - 64 random bits collided
             continue
-        except OSError as exc:
-            if exc.errno in _CANNOT_LINK:
-                return None
-            raise
+        except OSError:
+            return None
         break
     try:
         fd = os.open(temporary, os.O_RDONLY | os.O_CLOEXEC)

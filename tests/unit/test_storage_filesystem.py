@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 
@@ -176,7 +176,8 @@ async def test_a_file_on_the_same_filesystem_is_linked_not_copied(
     assert _all_files(store.root) == ["t/audio", "t/audio.json"]
 
 
-@pytest.mark.parametrize("error", [errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP])
+@pytest.mark.parametrize("error", [errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS,
+                                   errno.EMLINK])
 async def test_a_file_that_cannot_be_linked_is_copied(
         store: FilesystemStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         error: int) -> None:
@@ -192,12 +193,21 @@ async def test_a_file_that_cannot_be_linked_is_copied(
     assert _all_files(store.root) == ["t/audio", "t/audio.json"]
 
 
-async def test_other_link_failures_are_storage_errors(
+async def test_a_failure_the_copy_meets_too_is_a_storage_error(
         store: FilesystemStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     content = b"bytes"
     _cannot_link(monkeypatch, errno.ENOSPC)
+    real_open = os.open
+
+    def full_disk(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_CREAT:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", full_disk)
     with pytest.raises(StorageError, match="No space left"):
         await store.put_file("t/audio", _file(tmp_path, content), _metadata(content))
+    monkeypatch.undo()
     assert await store.stat("t/audio") is None
 
 
