@@ -29,12 +29,14 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, TypeVar
 
 from service.storage.base import SIDECAR_SUFFIX, ObjectMetadata, StorageError, validate_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+T = TypeVar("T")
 
 _COPY_BUFFER = 1024 * 1024
 _SIDECAR_FORMAT = 1
@@ -154,8 +156,21 @@ def _make_directories(directory: Path) -> list[Path]:
     return parents[::-1]
 
 
-def _temporary_name(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+def _beside(target: Path, suffix: str, make: Callable[[Path], T]) -> tuple[T, Path]:
+    """``make`` a new path beside ``target``, ``.<name>.<random hex><suffix>``."""
+    while True:
+        path = target.with_name(f".{target.name}.{secrets.token_hex(8)}{suffix}")
+        try:
+            return make(path), path
+        except FileExistsError:  # pragma: no cover - 64 random bits collided
+            continue
+
+
+def create_beside(target: Path, suffix: str) -> tuple[int, Path]:
+    """A new file beside ``target`` (so it can be renamed onto it), open for writing, with
+    the mode any new file gets (0o666 less the umask)."""
+    return _beside(target, suffix, lambda path: os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
 
 
 def _link_temporary(target: Path, source: Path) -> Path | None:
@@ -163,15 +178,10 @@ def _link_temporary(target: Path, source: Path) -> Path | None:
     (another filesystem, one without hard links, whatever a mount answers: EXDEV, EPERM,
     EOPNOTSUPP, ENOSYS...): the caller copies instead, and a real problem (a full disk, an
     I/O error) surfaces there."""
-    while True:
-        temporary = _temporary_name(target)
-        try:
-            os.link(source, temporary)
-        except FileExistsError:  # pragma: no cover - 64 random bits collided
-            continue
-        except OSError:
-            return None
-        break
+    try:
+        _, temporary = _beside(target, ".tmp", lambda path: os.link(source, path))
+    except OSError:
+        return None
     try:
         fd = os.open(temporary, os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -187,13 +197,7 @@ def _link_temporary(target: Path, source: Path) -> Path | None:
 
 def _write_temporary(target: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write a temporary file beside ``target`` and fsync it; the caller renames it."""
-    while True:
-        temporary = _temporary_name(target)
-        try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except FileExistsError:  # pragma: no cover - 64 random bits collided
-            continue
-        break
+    fd, temporary = create_beside(target, ".tmp")
     try:
         with os.fdopen(fd, "wb") as dst:
             write(dst)

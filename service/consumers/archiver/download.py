@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import os
 import re
-import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ from service.consumers.archiver.netguard import (
     DownloadRefused,
     GuardedConnector,
 )
+from service.storage.filesystem import create_beside
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -203,15 +203,10 @@ def _add_context(exc: DownloadRefused, context: str) -> None:
 
 
 def _create_part(dest: Path) -> tuple[BinaryIO, Path]:
-    """A new file beside ``dest`` with the mode any new file gets (0o666 less the umask,
-    not mkstemp's 0o600): the store may keep this very file as the archived object."""
-    while True:
-        part = dest.with_name(f".{dest.name}.{secrets.token_hex(8)}.part")
-        try:
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except FileExistsError:  # pragma: no cover - 64 random bits collided
-            continue
-        return os.fdopen(fd, "wb"), part
+    """A new file beside ``dest`` with the mode any new file gets (not mkstemp's 0o600):
+    the store may keep this very file as the archived object."""
+    fd, part = create_beside(dest, ".part")
+    return os.fdopen(fd, "wb"), part
 
 
 class _PartFile:
