@@ -52,6 +52,9 @@ def render_table(report: dict[str, Any]) -> str:
             f"| {closed['non_2xx'] + closed['errors']:,} | {row['peak_rss_mib']:.0f} "
             f"| {_ms(half_latency.get('p99'))} | {_ms(half_latency.get('p99.9'))} |")
     out = ["\n".join(lines)]
+    steps = render_steps(rows)
+    if steps:
+        out.append(steps)
     memory = report.get("memory")
     if memory and "error" not in memory:
         load = memory["load"]["latency_ms"]
@@ -85,6 +88,32 @@ def render_table(report: dict[str, Any]) -> str:
         if section and "error" in section:
             out.append(f"{phase}: failed: {section['error'][:300]}")
     return "\n\n".join(out)
+
+
+def render_steps(rows: list[dict[str, Any]]) -> str | None:
+    """The open loop at every step, not only at half load: p99 / p99.9 ms per contender
+    at each fraction of its own maximum (a contender that falls behind shows it here)."""
+    fractions = sorted({s["fraction"] for row in rows for s in row.get("open", [])})
+    if len(fractions) < 2:  # the smoke run has the half-load step only: in the table
+        return None
+    header = ("| open loop, p99 / p99.9 ms | "
+              + " | ".join(f"{fraction:.0%} of its maximum" for fraction in fractions) + " |")
+    lines = [header, "|" + "---|" * (len(fractions) + 1)]
+    for row in rows:
+        by_fraction = {s["fraction"]: s for s in row.get("open", [])}
+        if not by_fraction:
+            continue
+        cells = []
+        for fraction in fractions:
+            step = by_fraction.get(fraction)
+            if step is None:
+                cells.append("-")
+                continue
+            latency = step["latency_ms"]
+            cells.append(f"{_ms(latency['p99'])} / {_ms(latency['p99.9'])} "
+                         f"({step['offered_rate']:,.0f}/s)")
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def render_chart(report: dict[str, Any], path: Path) -> None:
