@@ -24,7 +24,7 @@ from service.core.kinds import KINDS, CallbackKind
 from service.core.normalize import decode
 from service.gateway.guard import Guard, make_guard_middleware
 from service.gateway.http import Handler, json_answer, make_request_middleware, read_body
-from service.gateway.ingest import CallbackIngest, DurableSender
+from service.gateway.ingest import CallbackIngest, DurableSender, Outcome
 from service.gateway.metrics import GatewayMetrics
 from service.gateway.tasks import ROUTE as TASKS_ROUTE
 from service.gateway.tasks import TaskIntake, read_task, task_id_of
@@ -51,32 +51,41 @@ TASKS_KEY: Final = web.AppKey("tasks", TaskIntake)
 async def receive_callback(request: web.Request, kind: CallbackKind) -> web.Response:
     """The pipeline every kind shares. A refusal (size, time, verification, rate) raises
     before anything reaches a topic; the error middleware answers it."""
-    config = request.app[CONFIG_KEY]
-    traceparent, trace_id = start_or_continue(request.headers.get("traceparent"),
-                                              request.headers.get("tracestate"))
-    structlog.contextvars.bind_contextvars(kind=kind.name, trace_id=trace_id)
-    body = await read_body(request, config.max_body_bytes,
-                           config.security.body_read_timeout_seconds)
+    traceparent = _continue_trace(request, kind=kind.name)
+    body = await _read_body(request)
     decoded = decode(body, kind)
     verified = request.app[GUARD_KEY].verify(request, body, decoded.task_id)
-    outcome = await request.app[INGEST_KEY].accept(
+    return _answer(await request.app[INGEST_KEY].accept(
         kind, body, decoded, content_type=request.content_type,
-        task_ref=verified.task_ref, traceparent=traceparent)
-    return json_answer(outcome.body, status=outcome.status, headers=outcome.headers)
+        task_ref=verified.task_ref, traceparent=traceparent))
 
 
 async def receive_task(request: web.Request) -> web.Response:
     """``POST /tasks``: verified like a callback, then put on the tasks topic."""
-    config = request.app[CONFIG_KEY]
-    body = await read_body(request, config.max_body_bytes,
-                           config.security.body_read_timeout_seconds)
+    traceparent = _continue_trace(request)
+    body = await _read_body(request)
     task = read_task(body, request.app[TASKS_KEY].schemas)
     verified = request.app[GUARD_KEY].verify(request, body, task_id_of(task))
+    return _answer(await request.app[TASKS_KEY].accept(
+        task, task_ref=verified.task_ref, traceparent=traceparent))
+
+
+def _continue_trace(request: web.Request, **context: str) -> str:
+    """The request's trace (continued, else a new one) bound to its log line; returns
+    the ``traceparent`` its record carries."""
     traceparent, trace_id = start_or_continue(request.headers.get("traceparent"),
                                               request.headers.get("tracestate"))
-    structlog.contextvars.bind_contextvars(trace_id=trace_id)
-    outcome = await request.app[TASKS_KEY].accept(task, task_ref=verified.task_ref,
-                                                  traceparent=traceparent)
+    structlog.contextvars.bind_contextvars(trace_id=trace_id, **context)
+    return traceparent
+
+
+async def _read_body(request: web.Request) -> bytes:
+    config = request.app[CONFIG_KEY]
+    return await read_body(request, config.max_body_bytes,
+                           config.security.body_read_timeout_seconds)
+
+
+def _answer(outcome: Outcome) -> web.Response:
     return json_answer(outcome.body, status=outcome.status, headers=outcome.headers)
 
 
