@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
@@ -102,9 +103,16 @@ async def test_tasks_are_verified_like_callbacks(
 ) -> None:
     gateway = await start(aiohttp_client, env)
     task = {"task_id": "t1", "kind": "lyrics"}
-    for query in ("", "?token=wrong-token-of-some-length"):
-        response = await gateway.post(f"/tasks{query}", json=task)
-        assert response.status == 401
+    with structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars]) as logs:
+        for query in ("", "?token=wrong-token-of-some-length"):
+            response = await gateway.post(f"/tasks{query}", json=task, headers={
+                "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+            assert response.status == 401
+    # A refused request's line still carries the caller's trace, to find it by.
+    refused = [line for line in logs if line["event"] == "request"]
+    assert [line["status"] for line in refused] == [401, 401]
+    assert {line["trace_id"] for line in refused} == {"4bf92f3577b34da6a3ce929d0e0e4736"}
     assert await read_records(kafka_broker.bootstrap_servers, env["TASKS_TOPIC"], expect=0,
                               timeout=1) == []
 
