@@ -92,7 +92,8 @@ def render_table(report: dict[str, Any]) -> str:
 
 def render_steps(rows: list[dict[str, Any]]) -> str | None:
     """The open loop at every step, not only at half load: p99 / p99.9 ms per contender
-    at each fraction of its own maximum (a contender that falls behind shows it here)."""
+    at each fraction of its own maximum, with the rate offered, and the rate served where
+    the contender fell behind it."""
     fractions = sorted({s["fraction"] for row in rows for s in row.get("open", [])})
     if len(fractions) < 2:  # the smoke run has the half-load step only: in the table
         return None
@@ -110,8 +111,11 @@ def render_steps(rows: list[dict[str, Any]]) -> str | None:
                 cells.append("-")
                 continue
             latency = step["latency_ms"]
-            cells.append(f"{_ms(latency['p99'])} / {_ms(latency['p99.9'])} "
-                         f"({step['offered_rate']:,.0f}/s)")
+            offered, served = step["offered_rate"], step.get("rate", step["offered_rate"])
+            # Fell behind (served under 99 % of the rate offered): say how far.
+            rate = (f"{served:,.0f} of {offered:,.0f}/s" if served < 0.99 * offered
+                    else f"{offered:,.0f}/s")
+            cells.append(f"{_ms(latency['p99'])} / {_ms(latency['p99.9'])} ({rate})")
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
