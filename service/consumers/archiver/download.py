@@ -217,9 +217,7 @@ class _PartFile:
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
-        self._file: BinaryIO | None = None
-        self._path: Path | None = None
-        self._finished = False
+        self._part: tuple[BinaryIO, Path] | None = None  # open until finished or discarded
         self._lock = threading.Lock()
 
     def write(self, hasher: hashlib._Hash, chunks: list[bytes]) -> None:
@@ -231,25 +229,27 @@ class _PartFile:
             file, path = self._write(hasher, chunks)
             file.close()
             os.replace(path, self.dest)
-            self._finished = True
+            self._part = None
 
     def _write(self, hasher: hashlib._Hash, chunks: list[bytes]) -> tuple[BinaryIO, Path]:
-        if self._file is None or self._path is None:
-            self._file, self._path = _create_part(self.dest)
+        if self._part is None:
+            self._part = _create_part(self.dest)
+        file = self._part[0]
         for chunk in chunks:
-            self._file.write(chunk)
+            file.write(chunk)
             hasher.update(chunk)
-        return self._file, self._path
+        return self._part
 
     def discard(self) -> None:
-        if self._finished:
-            return
+        """Close and remove the part file, if one is left (none once finished)."""
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-            if self._path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._path)
+            if self._part is None:
+                return
+            file, path = self._part
+            self._part = None
+            file.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 async def _stream_to_file(
