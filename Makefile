@@ -27,7 +27,7 @@ help:
 	@echo "make run    start the local stack (embedded broker, gateway, archiver, metrics)"
 	@echo "make test   lint, type-check and run the whole test suite against real services"
 	@echo "make lint   ruff + mypy --strict only"
-	@echo "make bench  the gateway beside its contenders: throughput, latency, memory (~25 min)"
+	@echo "make bench  the gateway beside its contenders: throughput, latency, memory (~30 min)"
 	@echo "make bench-smoke  the same in a few seconds per contender (what CI runs)"
 
 $(STAMP): pyproject.toml
