@@ -67,17 +67,7 @@ def render_table(report: dict[str, Any]) -> str:
             f"non-2xx {memory['load']['non_2xx']}, dropped {memory['load']['dropped']}")
     consumers = report.get("consumers")
     if consumers and "error" not in consumers:
-        out.append(
-            f"consumers on {consumers['events']:,} events: raw aiokafka "
-            f"{consumers['raw']['rate']:,.0f}/s; metrics consumer "
-            f"{consumers['metrics']['rate']:,.0f}/s ({consumers['metrics']['ratio_to_raw']:.2f}"
-            f" of raw); archiver (4 downloads + 4 archived records per event, local file "
-            f"server) {consumers['archiver']['rate']:,.0f}/s "
-            f"({consumers['archiver']['ratio_to_raw']:.2f} of raw, "
-            f"{consumers['archiver']['ratio_to_plain']:.2f} of the same I/O done plainly: "
-            f"{consumers['plain_archiver']['rate']:,.0f}/s); archiver re-reading them, "
-            f"every object already stored, {consumers['archiver_reread']['rate']:,.0f}/s "
-            f"({consumers['archiver_reread']['ratio_to_raw']:.2f} of raw)")
+        out.append(render_consumers(consumers))
     profile = report.get("profile")
     if profile and "error" not in profile:
         top = ", ".join(f"{name} {share:.0%}" for name, share in profile["packages"][:8])
@@ -88,6 +78,37 @@ def render_table(report: dict[str, Any]) -> str:
         if section and "error" in section:
             out.append(f"{phase}: failed: {section['error'][:300]}")
     return "\n\n".join(out)
+
+
+def render_consumers(consumers: dict[str, Any]) -> str:
+    """The consumers' line: rates, CPU per record and both ratios to their baselines."""
+    raw, metrics = consumers["raw"], consumers["metrics"]
+    archiver, plain = consumers["archiver"], consumers["plain_archiver"]
+    reread = consumers["archiver_reread"]
+    runs = raw.get("run_rates", [])
+    runs_text = (f" (median of {len(runs)} runs: "
+                 f"{', '.join(f'{rate:,.0f}' for rate in runs)}/s)" if len(runs) > 1 else "")
+    return (
+        f"consumers on {consumers['events']:,} events (CPU per record is the process's own, "
+        f"every thread): raw aiokafka {raw['rate']:,.0f}/s{runs_text}{_cpu(raw)}; "
+        f"metrics consumer {metrics['rate']:,.0f}/s{_cpu(metrics)} "
+        f"({_ratios(metrics, 'raw')} of raw); archiver (4 downloads + 4 archived records "
+        f"per event, local file server) {archiver['rate']:,.0f}/s{_cpu(archiver)} "
+        f"({archiver['ratio_to_raw']:.2f} of raw; {_ratios(archiver, 'plain')} of the same "
+        f"I/O done plainly: {plain['rate']:,.0f}/s{_cpu(plain)}); archiver re-reading them, "
+        f"every object already stored, {reread['rate']:,.0f}/s{_cpu(reread)} "
+        f"({reread['ratio_to_raw']:.2f} of raw)")
+
+
+def _cpu(result: dict[str, Any]) -> str:
+    cost = result.get("cpu_us_per_record")
+    return f", {cost:,.0f} µs CPU per record" if cost else ""
+
+
+def _ratios(result: dict[str, Any], baseline: str) -> str:
+    by_cpu = result.get(f"cpu_ratio_to_{baseline}")
+    by_rate = f"{result[f'ratio_to_{baseline}']:.2f}"
+    return f"{by_rate} by rate, {by_cpu:.2f} by CPU" if by_cpu else by_rate
 
 
 def render_steps(rows: list[dict[str, Any]]) -> str | None:

@@ -34,10 +34,25 @@ def summarize(
     }
 
 
-def rate_since_first(total: int, first: tuple[float, int] | None,
-                     finished: float) -> dict[str, Any]:
-    """Records per second from the first observation ``(time, count)`` to ``finished``."""
+def rate_since_first(total: int, first: tuple[float, int] | None, finished: float,
+                     *, cpu_s: float | None = None) -> dict[str, Any]:
+    """Records per second from the first observation ``(time, count)`` to ``finished``.
+
+    ``cpu_s``: the consumer's CPU time over the same window, which gives its CPU per
+    record: steadier than the rate on a shared machine, where a sub-second run's rate
+    moves by a factor of two."""
     if first is None or finished <= first[0]:
         return {"records": total, "elapsed_s": 0.0, "rate": 0.0}
     elapsed = finished - first[0]
-    return {"records": total, "elapsed_s": elapsed, "rate": (total - first[1]) / elapsed}
+    counted = total - first[1]
+    result: dict[str, Any] = {"records": total, "elapsed_s": elapsed, "rate": counted / elapsed}
+    if cpu_s is not None and counted > 0:
+        result |= {"cpu_s": cpu_s, "cpu_us_per_record": cpu_s / counted * 1e6}
+    return result
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rate (the lower middle of an even number), with every
+    run's rate beside it."""
+    ordered = sorted(runs, key=lambda run: float(run["rate"]))
+    return ordered[(len(ordered) - 1) // 2] | {"run_rates": [run["rate"] for run in runs]}

@@ -55,4 +55,11 @@ def test_smoke_bench_gives_every_contender_and_phase_positive_figures(
     assert consumers["events"] > 0
     for name in ("raw", "metrics", "archiver", "plain_archiver", "archiver_reread"):
         assert consumers[name]["rate"] > 0, name
+        # CPU per record: the raw and plain baselines time themselves (process_time);
+        # the service's consumers are read from /proc in clock ticks, which a smoke run's
+        # few hundred records may not reach, so only its presence is asserted for them.
+        assert "cpu_us_per_record" in consumers[name], name
+    assert len(consumers["raw"]["run_rates"]) == 3
+    assert consumers["raw"]["cpu_us_per_record"] > 0
+    assert consumers["plain_archiver"]["cpu_us_per_record"] > 0
     assert (tmp_path / "latency.png").stat().st_size > 10_000

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.bench.report import render_steps, render_table
+from tests.bench.phases import ratios
+from tests.bench.report import render_consumers, render_steps, render_table
+from tests.bench.stats import median_run, rate_since_first
 
 
 def step(fraction: float, rate: float, p99: float, p999: float,
@@ -43,3 +45,60 @@ def test_a_run_with_only_the_half_load_step_has_no_steps_table() -> None:
 
     assert render_steps(report["contenders"]) is None
     assert "of its maximum" not in render_table(report)
+
+
+def consumer_run(rate: float, cpu_us: float | None = None) -> dict[str, Any]:
+    run: dict[str, Any] = {"records": 1000, "elapsed_s": 1000 / rate, "rate": rate}
+    if cpu_us is not None:
+        run["cpu_us_per_record"] = cpu_us
+    return run
+
+
+def test_the_raw_consumer_is_the_median_of_its_runs_with_every_rate_kept() -> None:
+    runs = [consumer_run(90_000, 10), consumer_run(40_000, 20), consumer_run(60_000, 15)]
+
+    chosen = median_run(runs)
+
+    assert chosen["rate"] == 60_000
+    assert chosen["cpu_us_per_record"] == 15  # the median run's own CPU, not a mix
+    assert chosen["run_rates"] == [90_000, 40_000, 60_000]
+    assert median_run(runs[:2])["rate"] == 40_000  # an even count: the lower middle
+
+
+def test_cpu_per_record_counts_the_records_after_the_first_observation() -> None:
+    result = rate_since_first(1000, (10.0, 200), 12.0, cpu_s=0.4)
+
+    assert result["rate"] == 400
+    assert result["cpu_us_per_record"] == 500  # 0.4 s over the 800 records in the window
+    assert "cpu_us_per_record" not in rate_since_first(1000, (10.0, 200), 12.0)
+    assert rate_since_first(0, None, 12.0, cpu_s=0.4)["rate"] == 0.0
+
+
+def test_ratios_by_rate_and_by_cpu_against_a_baseline() -> None:
+    baseline = consumer_run(50_000, 20)
+
+    assert ratios(consumer_run(10_000, 80), baseline, "raw") == {
+        "ratio_to_raw": 0.2, "cpu_ratio_to_raw": 0.25}
+    # A baseline without CPU (an older contender): the rate's ratio only.
+    assert ratios(consumer_run(10_000, 80), consumer_run(50_000), "raw") == {"ratio_to_raw": 0.2}
+
+
+def test_the_consumers_line_gives_rates_cpu_per_record_and_both_ratios() -> None:
+    raw = median_run([consumer_run(50_000, 20), consumer_run(60_000, 16),
+                      consumer_run(40_000, 25)])
+    metrics = consumer_run(10_000, 80) | ratios(consumer_run(10_000, 80), raw, "raw")
+    plain = consumer_run(200, 4000)
+    archiver = consumer_run(80, 12_000) | ratios(consumer_run(80, 12_000), raw, "raw") | ratios(
+        consumer_run(80, 12_000), plain, "plain")
+    reread = consumer_run(300) | ratios(consumer_run(300), raw, "raw")
+
+    line = render_consumers({"events": 1000, "raw": raw, "metrics": metrics,
+                             "archiver": archiver, "plain_archiver": plain,
+                             "archiver_reread": reread})
+
+    assert "raw aiokafka 50,000/s (median of 3 runs: 50,000, 60,000, 40,000/s), 20 µs CPU" in line
+    metrics_part = "metrics consumer 10,000/s, 80 µs CPU per record (0.20 by rate, 0.25 by CPU"
+    assert f"{metrics_part} of raw)" in line
+    plain_part = "0.40 by rate, 0.33 by CPU of the same I/O done plainly: 200/s, 4,000 µs CPU"
+    assert f"(0.00 of raw; {plain_part} per record)" in line
+    assert "every object already stored, 300/s (0.01 of raw)" in line

@@ -81,6 +81,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     events_in_flight = asyncio.Semaphore(4 * args.concurrency)
     done = 0
     first: tuple[float, int] | None = None
+    cpu_at_first = 0.0
     deadline = time.monotonic() + args.timeout
     pending: set[asyncio.Task[None]] = set()
 
@@ -99,7 +100,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             while fetched < args.count and time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
                 if batch and first is None:
-                    first = (time.perf_counter(), 0)
+                    first, cpu_at_first = (time.perf_counter(), 0), time.process_time()
                 for records in batch.values():
                     for record in records:
                         await events_in_flight.acquire()
@@ -109,11 +110,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         fetched += 1
             if pending:
                 await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
-            finished = time.perf_counter()
+            finished, cpu = time.perf_counter(), time.process_time() - cpu_at_first
     finally:
         await consumer.stop()
         await producer.stop()
-    return rate_since_first(done, first, finished)
+    return rate_since_first(done, first, finished, cpu_s=cpu)
 
 
 def main() -> None:

@@ -118,17 +118,18 @@ async def consume(args: argparse.Namespace) -> dict[str, Any]:
     seen = 0
     # Timed from the first batch on (group join and the first fetch are not the rate).
     first: tuple[float, int] | None = None
+    cpu_at_first = 0.0
     deadline = time.monotonic() + args.timeout
     try:
         while seen < args.count and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
             seen += sum(len(records) for records in batch.values())
             if batch and first is None:
-                first = (time.perf_counter(), seen)
-        finished = time.perf_counter()
+                first, cpu_at_first = (time.perf_counter(), seen), time.process_time()
+        finished, cpu = time.perf_counter(), time.process_time() - cpu_at_first
     finally:
         await consumer.stop()
-    return rate_since_first(seen, first, finished)
+    return rate_since_first(seen, first, finished, cpu_s=cpu)
 
 
 def main() -> None:
