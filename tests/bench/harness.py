@@ -53,7 +53,13 @@ from tests.bench.lineup import (
     service_python,
 )
 from tests.bench.load import BODY_FILE, CONNECTIONS, prepare_tools
-from tests.bench.phases import measure_consumers, measure_memory, measure_profile
+from tests.bench.phases import (
+    IN_TURNS,
+    measure_consumers,
+    measure_in_turns,
+    measure_memory,
+    measure_profile,
+)
 from tests.bench.procs import LOADGEN_CPU, SERVER_CPU, BenchError, Pinned
 from tests.bench.report import PHASES, write_outputs
 from tests.bench.tools import REPO
@@ -123,6 +129,8 @@ def run(settings: Settings, bootstrap: str, out: Path, only: set[str],
     if RAW_PRODUCER in only:
         report["contenders"].append(timed(RAW_PRODUCER, "raw aiokafka producer",
                                           lambda: measure_raw_producer(ctx)))
+    if "in_turns" not in skip and set(IN_TURNS) <= only:
+        report["in_turns"] = timed("in_turns", "in turns", lambda: measure_in_turns(ctx))
     if "consumers" not in skip:
         report["consumers"] = timed("consumers", "consumers", lambda: measure_consumers(ctx))
     report["load_average_after"] = os.getloadavg()

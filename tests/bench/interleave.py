@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import tools
-from tests.bench.lineup import CEILING, FULL, HTTP_CONTENDERS, Context, launch_gateway
+from tests.bench.lineup import CEILING, FULL, HTTP_CONTENDERS, Context, Launch, launch_gateway
 from tests.bench.load import closed_loop, measured_closed_loop, prepare_tools
 from tests.bench.procs import Pinned
 
@@ -60,37 +60,44 @@ def source_tree(name: str) -> Path:
     return target
 
 
+def take_turns(ctx: Context, launches: dict[str, Launch], rounds: int,
+               seconds: float) -> dict[str, list[dict[str, Any]]]:
+    """Start every launch once, pinned to core 0, and warm each up; then ``rounds`` rounds
+    in which each takes a closed-loop run of ``seconds`` in turn. Every run's result
+    (``measured_closed_loop``), by name, in round order."""
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in launches}
+    with contextlib.ExitStack() as stack:
+        running = {}
+        for index, (name, launch) in enumerate(launches.items()):
+            proc = stack.enter_context(Pinned(f"turns-{index}", launch.argv, env=launch.env,
+                                              log_dir=ctx.logs, cwd=launch.cwd))
+            proc.wait_until(launch.ready)
+            closed_loop(ctx.tools, launch.url, ctx.settings.warmup_s)
+            running[name] = proc
+        for number in range(rounds):
+            for name, launch in launches.items():
+                results[name].append(
+                    measured_closed_loop(ctx.tools, running[name], launch.url, seconds))
+                running[name].alive()
+            print(f"[interleave] round {number + 1}: " + ", ".join(
+                f"{name} {runs[-1]['ok_rate']:,.0f}/s" for name, runs in results.items()),
+                file=sys.stderr, flush=True)
+    return results
+
+
 def run(trees: list[str], rounds: int, seconds: float, bootstrap: str,
         out: Path) -> dict[str, Any]:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     ctx = Context(bootstrap=bootstrap, out=out, logs=logs, tools=prepare_tools(),
                   settings=FULL)
-    ceiling = next(c for c in HTTP_CONTENDERS if c.name == CEILING).launch(ctx)
-    launches = {CEILING: ceiling}
+    launches = {CEILING: next(c for c in HTTP_CONTENDERS if c.name == CEILING).launch(ctx)}
     for tree in trees:
         source, _, settings = tree.partition(":")
         overrides = dict(item.split("=", 1) for item in settings.split(",") if item)
         launches[tree] = replace(launch_gateway(ctx, **overrides), cwd=source_tree(source))
-    rates: dict[str, list[float]] = {name: [] for name in launches}
-    cpu: dict[str, list[float]] = {name: [] for name in launches}  # µs per 2xx
-    with contextlib.ExitStack() as stack:
-        running = {}
-        for index, (name, launch) in enumerate(launches.items()):
-            proc = stack.enter_context(Pinned(f"ab-{index}", launch.argv, env=launch.env,
-                                              log_dir=logs, cwd=launch.cwd))
-            proc.wait_until(launch.ready)
-            closed_loop(ctx.tools, launch.url, FULL.warmup_s)
-            running[name] = proc
-        for number in range(rounds):
-            for name, launch in launches.items():
-                result = measured_closed_loop(ctx.tools, running[name], launch.url, seconds)
-                rates[name].append(result["ok_rate"])
-                cpu[name].append(result["cpu_us_per_2xx"])
-                running[name].alive()
-            print(f"[interleave] round {number + 1}: "
-                  + ", ".join(f"{name} {values[-1]:,.0f}/s" for name, values in rates.items()),
-                  file=sys.stderr, flush=True)
+    runs = take_turns(ctx, launches, rounds, seconds)
+    rates = {name: [run["ok_rate"] for run in results] for name, results in runs.items()}
     first = trees[0]
     return {
         name: {
@@ -100,7 +107,7 @@ def run(trees: list[str], rounds: int, seconds: float, bootstrap: str,
                 v / c for v, c in zip(values, rates[CEILING], strict=True)),
             "ratio_to_first": statistics.median(
                 v / f for v, f in zip(values, rates[first], strict=True)),
-            "cpu_us_per_2xx": statistics.median(cpu[name]),
+            "cpu_us_per_2xx": statistics.median(run["cpu_us_per_2xx"] for run in runs[name]),
         }
         for name, values in rates.items()
     }

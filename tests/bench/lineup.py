@@ -49,16 +49,18 @@ class Settings:
     profile_s: float
     consumer_events: int
     consumer_cap_s: float
+    turn_rounds: int  # the gateway, FastAPI and the ceiling measured in turns
+    turn_s: float
 
 
 FULL: Final = Settings(smoke=False, warmup_s=3, closed_s=20, open_s=15,
                        open_fractions=(0.25, 0.5, 0.75, 0.9), memory_s=600,
                        memory_early_s=60, memory_sample_s=5, profile_s=20,
-                       consumer_events=10_000, consumer_cap_s=120)
+                       consumer_events=10_000, consumer_cap_s=120, turn_rounds=5, turn_s=8)
 SMOKE: Final = Settings(smoke=True, warmup_s=0.5, closed_s=1, open_s=1,
                         open_fractions=(0.5,), memory_s=3, memory_early_s=1,
                         memory_sample_s=0.5, profile_s=2, consumer_events=300,
-                        consumer_cap_s=3)
+                        consumer_cap_s=3, turn_rounds=2, turn_s=1)
 
 @dataclass
 class Context:
@@ -185,6 +187,7 @@ class HttpContender:
 
 CEILING: Final = "ceiling"
 GATEWAY: Final = "gateway"
+FASTAPI: Final = "fastapi"
 RAW_PRODUCER: Final = "raw-producer"
 
 HTTP_CONTENDERS: Final = (
@@ -194,7 +197,7 @@ HTTP_CONTENDERS: Final = (
     HttpContender("minimal", "minimal aiohttp + orjson + aiokafka send_and_wait",
                   launch_python("tests.bench.contenders.minimal_aiokafka", "/callback",
                                 "{bootstrap}", "{topic}")),
-    HttpContender("fastapi", "FastAPI + pydantic + aiokafka (uvicorn)", launch_fastapi),
+    HttpContender(FASTAPI, "FastAPI + pydantic + aiokafka (uvicorn)", launch_fastapi),
     HttpContender("flask", "provider docs' Flask receiver (dev server, no Kafka)",
                   launch_python("tests.bench.contenders.flask_receiver",
                                 "/extend-music-callback")),

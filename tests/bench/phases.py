@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -14,16 +15,27 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config.archiver import ArchiverConfig
-from tests.bench.lineup import HALF, Context, launch_gateway, service_python, unique
+from tests.bench.interleave import take_turns
+from tests.bench.lineup import (
+    CEILING,
+    FASTAPI,
+    GATEWAY,
+    HALF,
+    HTTP_CONTENDERS,
+    Context,
+    launch_gateway,
+    service_python,
+    unique,
+)
 from tests.bench.load import BODY_FILE, CONNECTIONS, closed_loop, run_loadgen
 from tests.bench.procs import (
     LOADGEN_CPU,
@@ -172,6 +184,48 @@ def measure_profile(ctx: Context, proc: Pinned, url: str) -> dict[str, Any]:
     speedscope = output.with_suffix(".speedscope.json")
     write_speedscope(stacks, speedscope, "gateway under closed-loop load")
     return {"file": str(output), "speedscope": str(speedscope), **summarize_profile(stacks)}
+
+
+IN_TURNS: Final = (CEILING, GATEWAY, FASTAPI)
+
+
+def measure_in_turns(ctx: Context) -> dict[str, Any]:
+    """The gateway, FastAPI + pydantic and the ceiling, each started once and measured in
+    turns (``take_turns``): the table's rows are minutes apart, and on a shared machine the
+    same process's CPU per answer moved by a quarter between them. Medians over the
+    rounds; the gateway's ratios to FastAPI are taken within each round, then the median."""
+    settings = ctx.settings
+    by_name = {contender.name: contender for contender in HTTP_CONTENDERS}
+    runs = take_turns(ctx, {name: by_name[name].launch(ctx) for name in IN_TURNS},
+                      settings.turn_rounds, settings.turn_s)
+
+    def median_of(name: str, figure: Callable[[dict[str, Any]], float]) -> float:
+        return statistics.median(figure(run) for run in runs[name])
+
+    def gateway_over_fastapi(figure: Callable[[dict[str, Any]], float]) -> float:
+        return statistics.median(figure(gateway) / figure(fastapi) for gateway, fastapi
+                                 in zip(runs[GATEWAY], runs[FASTAPI], strict=True))
+
+    def rate(run: dict[str, Any]) -> float:
+        return float(run["ok_rate"])
+
+    def cpu(run: dict[str, Any]) -> float:
+        return float(run["cpu_us_per_2xx"])
+
+    def percentile(name: str) -> Callable[[dict[str, Any]], float]:
+        return lambda run: float(run["latency_ms"][name])
+
+    return {
+        "rounds": settings.turn_rounds, "seconds": settings.turn_s,
+        "contenders": {name: {
+            "label": by_name[name].label, "ok_rate": median_of(name, rate),
+            "cpu_us_per_2xx": median_of(name, cpu),
+            "latency_ms": {p: median_of(name, percentile(p)) for p in ("p50", "p99", "p99.9")},
+            "rates": [rate(run) for run in runs[name]],
+        } for name in IN_TURNS},
+        "gateway_over_fastapi": {"rate": gateway_over_fastapi(rate),
+                                 "cpu": gateway_over_fastapi(cpu)},
+    }
 
 
 def consumer_messages(admin_port: int, prefix: str) -> int | None:

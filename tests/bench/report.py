@@ -10,7 +10,7 @@ import orjson
 
 from tests.bench.lineup import CEILING, HALF
 
-PHASES: Final = ("memory", "profile", "consumers")
+PHASES: Final = ("memory", "profile", "in_turns", "consumers")
 
 
 def half_step(row: dict[str, Any]) -> dict[str, Any] | None:
@@ -65,6 +65,9 @@ def render_table(report: dict[str, Any]) -> str:
             f"{memory['end_at_s']:.0f} s ({memory['growth']:+.1%}); p50 {_ms(load['p50'])} ms, "
             f"p99 {_ms(load['p99'])} ms, p99.9 {_ms(load['p99.9'])} ms, "
             f"non-2xx {memory['load']['non_2xx']}, dropped {memory['load']['dropped']}")
+    in_turns = report.get("in_turns")
+    if in_turns and "error" not in in_turns:
+        out.append(render_in_turns(in_turns))
     consumers = report.get("consumers")
     if consumers and "error" not in consumers:
         out.append(render_consumers(consumers))
@@ -78,6 +81,24 @@ def render_table(report: dict[str, Any]) -> str:
         if section and "error" in section:
             out.append(f"{phase}: failed: {section['error'][:300]}")
     return "\n\n".join(out)
+
+
+def render_in_turns(section: dict[str, Any]) -> str:
+    """The gateway, FastAPI and the ceiling measured in turns: medians, and the gateway's
+    ratios to FastAPI within each round."""
+    parts = []
+    for figures in section["contenders"].values():
+        latency = figures["latency_ms"]
+        parts.append(f"{figures['label']} {figures['ok_rate']:,.0f}/s, "
+                     f"{figures['cpu_us_per_2xx']:,.0f} µs CPU per 2xx, p50 "
+                     f"{_ms(latency['p50'])} / p99 {_ms(latency['p99'])} / p99.9 "
+                     f"{_ms(latency['p99.9'])} ms")
+    ratio = section["gateway_over_fastapi"]
+    return (f"in turns (each started once, then {section['rounds']} rounds of "
+            f"{section['seconds']:g} s closed loop each, one after the other; medians): "
+            + "; ".join(parts)
+            + f". The gateway over FastAPI within a round (median): rate "
+              f"{ratio['rate']:.2f}, CPU per answer {ratio['cpu']:.2f}")
 
 
 def render_consumers(consumers: dict[str, Any]) -> str:

@@ -51,6 +51,14 @@ def test_smoke_bench_gives_every_contender_and_phase_positive_figures(
     profile = report["profile"]
     assert profile["samples"] > 0
     assert Path(profile["file"]).stat().st_size > 0
+    in_turns = report["in_turns"]  # the gateway, FastAPI and the ceiling, in turns
+    assert set(in_turns["contenders"]) == {"ceiling", "gateway", "fastapi"}
+    for name, figures in in_turns["contenders"].items():
+        assert len(figures["rates"]) == 2, name  # smoke: two rounds
+        assert figures["ok_rate"] > 0, name
+        assert figures["cpu_us_per_2xx"] > 0, name
+    assert in_turns["gateway_over_fastapi"]["rate"] > 0
+    assert "in turns (each started once" in done.stdout
     consumers = report["consumers"]
     assert consumers["events"] > 0
     for name in ("raw", "metrics", "archiver", "plain_archiver", "archiver_reread"):

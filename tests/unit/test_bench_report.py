@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.bench.phases import ratios
-from tests.bench.report import render_consumers, render_steps, render_table
+from tests.bench.report import render_consumers, render_in_turns, render_steps, render_table
 from tests.bench.stats import median_run, rate_since_first
 
 
@@ -102,3 +102,20 @@ def test_the_consumers_line_gives_rates_cpu_per_record_and_both_ratios() -> None
     plain_part = "0.40 by rate, 0.33 by CPU of the same I/O done plainly: 200/s, 4,000 µs CPU"
     assert f"(0.00 of raw; {plain_part} per record)" in line
     assert "every object already stored, 300/s (0.01 of raw)" in line
+
+
+def test_the_in_turns_line_gives_medians_and_the_gateway_over_fastapi() -> None:
+    def figures(label: str, rate: float, cpu: float) -> dict[str, Any]:
+        return {"label": label, "ok_rate": rate, "cpu_us_per_2xx": cpu, "rates": [rate],
+                "latency_ms": {"p50": 1.5, "p99": 12.25, "p99.9": 150.0}}
+
+    line = render_in_turns({
+        "rounds": 5, "seconds": 8.0,
+        "contenders": {"ceiling": figures("the ceiling", 11_000, 90),
+                       "gateway": figures("the gateway", 2_000, 450),
+                       "fastapi": figures("FastAPI", 1_500, 600)},
+        "gateway_over_fastapi": {"rate": 1.3333, "cpu": 0.75}})
+
+    assert line.startswith("in turns (each started once, then 5 rounds of 8 s closed loop")
+    assert "the gateway 2,000/s, 450 µs CPU per 2xx, p50 1.50 / p99 12.25 / p99.9 150 ms" in line
+    assert line.endswith("over FastAPI within a round (median): rate 1.33, CPU per answer 0.75")
