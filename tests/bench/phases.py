@@ -216,7 +216,7 @@ def measure_in_turns(ctx: Context) -> dict[str, Any]:
         return lambda run: float(run["latency_ms"][name])
 
     return {
-        "rounds": settings.turn_rounds, "seconds": settings.turn_s,
+        "rounds": settings.turn_rounds, "turn_s": settings.turn_s,
         "contenders": {name: {
             "label": by_name[name].label, "ok_rate": median_of(name, rate),
             "cpu_us_per_2xx": median_of(name, cpu),

@@ -95,7 +95,7 @@ def render_in_turns(section: dict[str, Any]) -> str:
                      f"{_ms(latency['p99.9'])} ms")
     ratio = section["gateway_over_fastapi"]
     return (f"in turns (each started once, then {section['rounds']} rounds of "
-            f"{section['seconds']:g} s closed loop each, one after the other; medians): "
+            f"{section['turn_s']:g} s closed loop each, one after the other; medians): "
             + "; ".join(parts)
             + f". The gateway over FastAPI within a round (median): rate "
               f"{ratio['rate']:.2f}, CPU per answer {ratio['cpu']:.2f}")

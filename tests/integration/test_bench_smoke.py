@@ -53,6 +53,7 @@ def test_smoke_bench_gives_every_contender_and_phase_positive_figures(
     assert Path(profile["file"]).stat().st_size > 0
     in_turns = report["in_turns"]  # the gateway, FastAPI and the ceiling, in turns
     assert set(in_turns["contenders"]) == {"ceiling", "gateway", "fastapi"}
+    assert (in_turns["rounds"], in_turns["turn_s"]) == (2, 1)  # not the phase's duration
     for name, figures in in_turns["contenders"].items():
         assert len(figures["rates"]) == 2, name  # smoke: two rounds
         assert figures["ok_rate"] > 0, name

@@ -110,7 +110,7 @@ def test_the_in_turns_line_gives_medians_and_the_gateway_over_fastapi() -> None:
                 "latency_ms": {"p50": 1.5, "p99": 12.25, "p99.9": 150.0}}
 
     line = render_in_turns({
-        "rounds": 5, "seconds": 8.0,
+        "rounds": 5, "turn_s": 8.0,
         "contenders": {"ceiling": figures("the ceiling", 11_000, 90),
                        "gateway": figures("the gateway", 2_000, 450),
                        "fastapi": figures("FastAPI", 1_500, 600)},
