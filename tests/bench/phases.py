@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -203,7 +204,9 @@ def measure_in_turns(ctx: Context) -> dict[str, Any]:
         return statistics.median(figure(run) for run in runs[name])
 
     def gateway_over_fastapi(figure: Callable[[dict[str, Any]], float]) -> float:
-        return statistics.median(figure(gateway) / figure(fastapi) for gateway, fastapi
+        # NaN, not a crash of the whole bench, for a round where FastAPI answered nothing.
+        return statistics.median(figure(gateway) / (figure(fastapi) or math.nan)
+                                 for gateway, fastapi
                                  in zip(runs[GATEWAY], runs[FASTAPI], strict=True))
 
     def rate(run: dict[str, Any]) -> float:
