@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import shutil
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from io import BytesIO
 from pathlib import Path
@@ -85,6 +87,32 @@ def take_turns(ctx: Context, launches: dict[str, Launch], rounds: int,
     return results
 
 
+# Figures of one closed-loop run (``measured_closed_loop``).
+Figure = Callable[[dict[str, Any]], float]
+
+
+def rate(run: dict[str, Any]) -> float:
+    return float(run["ok_rate"])
+
+
+def cpu(run: dict[str, Any]) -> float:
+    return float(run["cpu_us_per_2xx"])
+
+
+def median_of(runs: list[dict[str, Any]], figure: Figure) -> float:
+    """The median of ``figure`` over the rounds."""
+    return statistics.median(figure(run) for run in runs)
+
+
+def median_ratio(runs: list[dict[str, Any]], baseline: list[dict[str, Any]],
+                 figure: Figure) -> float:
+    """``figure`` over the baseline's in the same round, the median over the rounds (a
+    round taken as a whole, so a drift of the machine between rounds cancels out); NaN
+    for a round where the baseline's figure is zero (it answered nothing)."""
+    return statistics.median(figure(run) / (figure(base) or math.nan)
+                             for run, base in zip(runs, baseline, strict=True))
+
+
 def run(trees: list[str], rounds: int, seconds: float, bootstrap: str,
         out: Path) -> dict[str, Any]:
     logs = out / "logs"
@@ -97,19 +125,16 @@ def run(trees: list[str], rounds: int, seconds: float, bootstrap: str,
         overrides = dict(item.split("=", 1) for item in settings.split(",") if item)
         launches[tree] = replace(launch_gateway(ctx, **overrides), cwd=source_tree(source))
     runs = take_turns(ctx, launches, rounds, seconds)
-    rates = {name: [run["ok_rate"] for run in results] for name, results in runs.items()}
     first = trees[0]
     return {
         name: {
-            "rates": values,
-            "median": statistics.median(values),
-            "ratio_to_ceiling": statistics.median(
-                v / c for v, c in zip(values, rates[CEILING], strict=True)),
-            "ratio_to_first": statistics.median(
-                v / f for v, f in zip(values, rates[first], strict=True)),
-            "cpu_us_per_2xx": statistics.median(run["cpu_us_per_2xx"] for run in runs[name]),
+            "rates": [rate(run) for run in results],
+            "median": median_of(results, rate),
+            "ratio_to_ceiling": median_ratio(results, runs[CEILING], rate),
+            "ratio_to_first": median_ratio(results, runs[first], rate),
+            "cpu_us_per_2xx": median_of(results, cpu),
         }
-        for name, values in rates.items()
+        for name, results in runs.items()
     }
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -16,7 +14,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,7 +23,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config.archiver import ArchiverConfig
-from tests.bench.interleave import take_turns
+from tests.bench.interleave import Figure, cpu, median_of, median_ratio, rate, take_turns
 from tests.bench.lineup import (
     CEILING,
     FASTAPI,
@@ -200,34 +198,21 @@ def measure_in_turns(ctx: Context) -> dict[str, Any]:
     runs = take_turns(ctx, {name: by_name[name].launch(ctx) for name in IN_TURNS},
                       settings.turn_rounds, settings.turn_s)
 
-    def median_of(name: str, figure: Callable[[dict[str, Any]], float]) -> float:
-        return statistics.median(figure(run) for run in runs[name])
-
-    def gateway_over_fastapi(figure: Callable[[dict[str, Any]], float]) -> float:
-        # NaN, not a crash of the whole bench, for a round where FastAPI answered nothing.
-        return statistics.median(figure(gateway) / (figure(fastapi) or math.nan)
-                                 for gateway, fastapi
-                                 in zip(runs[GATEWAY], runs[FASTAPI], strict=True))
-
-    def rate(run: dict[str, Any]) -> float:
-        return float(run["ok_rate"])
-
-    def cpu(run: dict[str, Any]) -> float:
-        return float(run["cpu_us_per_2xx"])
-
-    def percentile(name: str) -> Callable[[dict[str, Any]], float]:
+    def percentile(name: str) -> Figure:
         return lambda run: float(run["latency_ms"][name])
 
     return {
         "rounds": settings.turn_rounds, "turn_s": settings.turn_s,
         "contenders": {name: {
-            "label": by_name[name].label, "ok_rate": median_of(name, rate),
-            "cpu_us_per_2xx": median_of(name, cpu),
-            "latency_ms": {p: median_of(name, percentile(p)) for p in ("p50", "p99", "p99.9")},
+            "label": by_name[name].label, "ok_rate": median_of(runs[name], rate),
+            "cpu_us_per_2xx": median_of(runs[name], cpu),
+            "latency_ms": {p: median_of(runs[name], percentile(p))
+                           for p in ("p50", "p99", "p99.9")},
             "rates": [rate(run) for run in runs[name]],
         } for name in IN_TURNS},
-        "gateway_over_fastapi": {"rate": gateway_over_fastapi(rate),
-                                 "cpu": gateway_over_fastapi(cpu)},
+        "gateway_over_fastapi": {
+            "rate": median_ratio(runs[GATEWAY], runs[FASTAPI], rate),
+            "cpu": median_ratio(runs[GATEWAY], runs[FASTAPI], cpu)},
     }
 
 
@@ -252,26 +237,26 @@ def time_consumer(proc: Pinned, admin_port: int, prefix: str, expected: int,
                   cap_s: float) -> dict[str, Any]:
     """Poll the consumer's message counter until ``expected`` or ``cap_s`` after the first."""
     proc.wait_until(lambda: consumer_messages(admin_port, prefix) is not None)
-    first: tuple[float, int] | None = None
     count = 0
-    # (time, count) and the process's CPU seconds at the last poll that saw no record.
-    before_first, cpu_before_first = (time.perf_counter(), 0), proc.cpu_seconds()
-    cpu_at_first = cpu_before_first
+    # The time and the process's CPU seconds at the last poll that saw no record, and at
+    # the start once one has: a consumer that finishes between two polls still gets a
+    # rate (at worst one poll interval slower than it was).
+    idle = (time.perf_counter(), proc.cpu_seconds())
+    started: tuple[float, float] | None = None
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline and count < expected:
         proc.alive()
         count = consumer_messages(admin_port, prefix) or 0
-        now, cpu = time.perf_counter(), proc.cpu_seconds()
-        if count and first is None:
-            # From the last poll that saw none: a consumer that finishes between two polls
-            # still gets a rate (at worst one poll interval slower than it was).
-            first, cpu_at_first = before_first, cpu_before_first
-            deadline = time.monotonic() + cap_s
-        elif first is None:
-            before_first, cpu_before_first = (now, 0), cpu
+        if started is None:
+            if count:
+                started = idle
+                deadline = time.monotonic() + cap_s
+            else:
+                idle = (time.perf_counter(), proc.cpu_seconds())
         time.sleep(0.05)
-    return rate_since_first(count, first, time.perf_counter(),
-                            cpu_s=proc.cpu_seconds() - cpu_at_first) | {
+    finished, cpu_now = time.perf_counter(), proc.cpu_seconds()
+    first, cpu_s = ((started[0], 0), cpu_now - started[1]) if started else (None, None)
+    return rate_since_first(count, first, finished, cpu_s=cpu_s) | {
         "peak_rss_mib": proc.peak_rss_mib()}
 
 

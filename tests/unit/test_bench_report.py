@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from tests.bench.interleave import median_of, median_ratio, rate
 from tests.bench.phases import ratios
 from tests.bench.report import render_consumers, render_in_turns, render_steps, render_table
 from tests.bench.stats import median_run, rate_since_first
@@ -119,3 +121,14 @@ def test_the_in_turns_line_gives_medians_and_the_gateway_over_fastapi() -> None:
     assert line.startswith("in turns (each started once, then 5 rounds of 8 s closed loop")
     assert "the gateway 2,000/s, 450 µs CPU per 2xx, p50 1.50 / p99 12.25 / p99.9 150 ms" in line
     assert line.endswith("over FastAPI within a round (median): rate 1.33, CPU per answer 0.75")
+
+
+def test_ratios_in_turns_are_taken_within_each_round_then_the_median() -> None:
+    gateway = [{"ok_rate": 100.0}, {"ok_rate": 300.0}, {"ok_rate": 200.0}]
+    fastapi = [{"ok_rate": 50.0}, {"ok_rate": 300.0}, {"ok_rate": 400.0}]
+
+    # Per round 2.0, 1.0, 0.5: the median is 1.0, not 200 / 300 of the medians.
+    assert median_ratio(gateway, fastapi, rate) == 1.0
+    assert median_of(gateway, rate) == 200.0
+    # A round where the baseline answered nothing is NaN, not a ZeroDivisionError.
+    assert math.isnan(median_ratio([{"ok_rate": 1.0}], [{"ok_rate": 0.0}], rate))
